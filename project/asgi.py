@@ -1,0 +1,44 @@
+"""The ASGI entry point: `/v1` and probes to the lean API handler, the rest to Django's.
+
+Django does not speak the ASGI lifespan protocol; the dispatcher answers it and closes the
+shared upstream clients on shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+django_application = get_asgi_application()
+
+# Imported after Django is set up: these modules use models and settings.
+from gateway.handler import ApiHandler, is_api_path  # noqa: E402
+from gateway.upstream_client import close_clients  # noqa: E402
+
+api_application = ApiHandler()
+
+Scope = dict[str, Any]
+
+
+async def application(scope: Scope, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+    elif scope["type"] == "http" and is_api_path(scope["path"]):
+        await api_application(scope, receive, send)
+    else:
+        await django_application(scope, receive, send)
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await close_clients()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,224 @@
+"""The only settings file: everything an operator changes comes from the environment.
+
+Defaults run on SQLite with no environment at all. See README "Configuration".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+from dotenv import load_dotenv
+
+from project.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    secret_from_file,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# A `.env` in the root is read, but real environment variables win.
+load_dotenv(BASE_DIR / ".env", override=False)
+VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var")
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or secret_from_file(
+    VAR_DIR / "secret_key", generate="django"
+)
+# Fernet keys for upstream tokens at rest; the first encrypts, all decrypt (rotation).
+TOKEN_ENCRYPTION_KEYS = env_list("TOKEN_ENCRYPTION_KEY") or [
+    secret_from_file(VAR_DIR / "token_key", generate="fernet")
+]
+
+DEBUG = env_bool("DEBUG")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "accounts",
+    "gateway",
+]
+
+# The portal and the admin get Django's usual stack. `/v1` is served by its own handler
+# (project/asgi.py) with only API_MIDDLEWARE: every sync middleware costs thread hops there.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+API_MIDDLEWARE = [
+    "gateway.middleware.ApiMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database(url: str) -> dict[str, Any]:
+    config: dict[str, Any] = dj_database_url.parse(url, conn_max_age=0)
+    # Persistent connections leak under ASGI's per-request threads: never keep them.
+    config["CONN_MAX_AGE"] = 0
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+        config["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
+    elif config["ENGINE"] == "django.db.backends.postgresql":
+        config["OPTIONS"] = {
+            "pool": {
+                "min_size": 2,
+                "max_size": env_int("DATABASE_POOL_SIZE", 40, minimum=2),
+                "timeout": 10,
+            }
+        }
+    return config
+
+
+DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
+DATABASES = {"default": _database(DATABASE_URL)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "pg",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+X_FRAME_OPTIONS = "DENY"
+
+# --- the gateway -------------------------------------------------------------------------
+
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BYTES
+
+PUTER_API_BASE = env_str("PUTER_API_BASE", "https://api.puter.com").rstrip("/")
+PUTER_TOKENS = env_list("PUTER_TOKENS")
+PUTER_EXTRA_HEADERS = env_str("PUTER_EXTRA_HEADERS")  # JSON object; checked by gateway.E002
+
+UPSTREAM_CONNECT_TIMEOUT = env_float("UPSTREAM_CONNECT_TIMEOUT", 10.0)
+UPSTREAM_READ_TIMEOUT = env_float("UPSTREAM_READ_TIMEOUT", 120.0)
+UPSTREAM_MAX_TRIES = env_int("UPSTREAM_MAX_TRIES", 3, minimum=1)
+UPSTREAM_FAILURES_TO_COOL = env_int("UPSTREAM_FAILURES_TO_COOL", 3, minimum=1)
+UPSTREAM_COOLDOWN = env_float("UPSTREAM_COOLDOWN", 30.0)
+UPSTREAM_QUEUE_TIMEOUT = env_float("UPSTREAM_QUEUE_TIMEOUT", 30.0)
+MODELS_CACHE_SECONDS = env_float("MODELS_CACHE_SECONDS", 600.0)
+# How long a key's or an upstream's settings may be served from memory (DESIGN: 5 s).
+SETTINGS_CACHE_SECONDS = env_float("SETTINGS_CACHE_SECONDS", 5.0)
+
+ADMIN_USERNAME = env_str("ADMIN_USERNAME", "admin")
+ADMIN_PASSWORD = env_str("ADMIN_PASSWORD")
+
+_cors_origins = env_list("CORS_ALLOWED_ORIGINS", "*")
+CORS_ALLOW_ALL_ORIGINS = _cors_origins == ["*"]
+CORS_ALLOWED_ORIGINS = [] if CORS_ALLOW_ALL_ORIGINS else _cors_origins
+CORS_URLS_REGEX = r"^/v1(/.*)?$"
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "authorization",
+    "content-type",
+    "user-agent",
+    "x-api-key",
+    "x-request-id",
+    "openai-organization",
+    "openai-project",
+    "x-stainless-arch",
+    "x-stainless-lang",
+    "x-stainless-os",
+    "x-stainless-package-version",
+    "x-stainless-retry-count",
+    "x-stainless-runtime",
+    "x-stainless-runtime-version",
+    "x-stainless-timeout",
+]
+CORS_EXPOSE_HEADERS = [
+    "x-request-id",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "retry-after",
+]
+
+LOG_FORMAT = env_str("LOG_FORMAT") or ("text" if DEBUG else "json")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "gateway.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "gateway.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Uvicorn's access log repeats the gateway's own request line without the request id.
+        "uvicorn.access": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}
