@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -59,12 +59,10 @@ def new_secret() -> str:
 
 
 def digest_key(raw_key: str) -> str:
-    return hmac.new(
-        settings.SECRET_KEY.encode(), raw_key.encode(), hashlib.sha256
-    ).hexdigest()
+    return hmac.new(settings.SECRET_KEY.encode(), raw_key.encode(), hashlib.sha256).hexdigest()
 
 
-def issue_key(*, user: AbstractBaseUser, name: str, limits: KeyLimits) -> tuple[ApiKey, str]:
+def issue_key(*, user: User, name: str, limits: KeyLimits) -> tuple[ApiKey, str]:
     """Create a key for `user`; the secret is returned here and never again."""
     for _attempt in range(5):
         raw = new_secret()

@@ -29,10 +29,11 @@ class BodyTooLarge(Exception):
 
 class ApiHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
-        handler = convert_exception_to_response(self._get_response_async)
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
+        get_response = self._get_response_async  # type: ignore[attr-defined]  # not in stubs
+        handler = convert_exception_to_response(get_response)
         for path in reversed(settings.API_MIDDLEWARE):
             middleware = import_string(path)
             if not getattr(middleware, "async_capable", False):

@@ -7,117 +7,218 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('gateway', '0001_upstream'),
+        ("gateway", "0001_upstream"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(blank=True, max_length=100)),
-                ('prefix', models.CharField(max_length=11, unique=True)),
-                ('digest', models.CharField(max_length=64, unique=True)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('allowed_models', models.JSONField(blank=True, default=list)),
-                ('allowed_ips', models.JSONField(blank=True, default=list)),
-                ('rpm', models.PositiveIntegerField(blank=True, null=True)),
-                ('tpm', models.PositiveIntegerField(blank=True, null=True)),
-                ('max_concurrency', models.PositiveIntegerField(blank=True, null=True)),
-                ('token_budget', models.PositiveBigIntegerField(blank=True, null=True)),
-                ('budget_period', models.CharField(choices=[('none', 'no period'), ('day', 'per day'), ('month', 'per month')], default='none', max_length=5)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_keys', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(blank=True, max_length=100)),
+                ("prefix", models.CharField(max_length=11, unique=True)),
+                ("digest", models.CharField(max_length=64, unique=True)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("allowed_models", models.JSONField(blank=True, default=list)),
+                ("allowed_ips", models.JSONField(blank=True, default=list)),
+                ("rpm", models.PositiveIntegerField(blank=True, null=True)),
+                ("tpm", models.PositiveIntegerField(blank=True, null=True)),
+                ("max_concurrency", models.PositiveIntegerField(blank=True, null=True)),
+                ("token_budget", models.PositiveBigIntegerField(blank=True, null=True)),
+                (
+                    "budget_period",
+                    models.CharField(
+                        choices=[("none", "no period"), ("day", "per day"), ("month", "per month")],
+                        default="none",
+                        max_length=5,
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_keys",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
+                "verbose_name": "API key",
             },
         ),
         migrations.CreateModel(
-            name='UsageDaily',
+            name="UsageDaily",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField()),
-                ('model', models.CharField(max_length=200)),
-                ('requests', models.PositiveIntegerField(default=0)),
-                ('prompt_tokens', models.PositiveBigIntegerField(default=0)),
-                ('completion_tokens', models.PositiveBigIntegerField(default=0)),
-                ('total_tokens', models.PositiveBigIntegerField(default=0)),
-                ('errors', models.PositiveIntegerField(default=0)),
-                ('rejected', models.PositiveIntegerField(default=0)),
-                ('key', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='daily_usage', to='accounts.apikey')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='daily_usage', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField()),
+                ("model", models.CharField(max_length=200)),
+                ("requests", models.PositiveIntegerField(default=0)),
+                ("prompt_tokens", models.PositiveBigIntegerField(default=0)),
+                ("completion_tokens", models.PositiveBigIntegerField(default=0)),
+                ("total_tokens", models.PositiveBigIntegerField(default=0)),
+                ("errors", models.PositiveIntegerField(default=0)),
+                ("rejected", models.PositiveIntegerField(default=0)),
+                (
+                    "key",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="daily_usage",
+                        to="accounts.apikey",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="daily_usage",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'usage daily',
+                "verbose_name_plural": "usage daily",
             },
         ),
         migrations.CreateModel(
-            name='UsageLog',
+            name="UsageLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created', models.DateTimeField()),
-                ('request_id', models.CharField(max_length=64)),
-                ('endpoint', models.CharField(choices=[('chat.completions', 'Chat'), ('completions', 'Completions'), ('images.generations', 'Images'), ('audio.speech', 'Speech'), ('videos', 'Videos')], max_length=20)),
-                ('model', models.CharField(max_length=200)),
-                ('upstream_model', models.CharField(blank=True, max_length=200)),
-                ('stream', models.BooleanField(default=False)),
-                ('status', models.CharField(choices=[('ok', 'Ok'), ('client_disconnected', 'Client Disconnected'), ('upstream_error', 'Upstream Error'), ('rejected', 'Rejected'), ('invalid_request', 'Invalid Request')], max_length=20)),
-                ('http_status', models.PositiveSmallIntegerField()),
-                ('prompt_tokens', models.PositiveIntegerField(default=0)),
-                ('completion_tokens', models.PositiveIntegerField(default=0)),
-                ('total_tokens', models.PositiveIntegerField(default=0)),
-                ('usage_estimated', models.BooleanField(default=False)),
-                ('usd_cents', models.FloatField(blank=True, null=True)),
-                ('latency_ms', models.PositiveIntegerField(default=0)),
-                ('ttft_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('error', models.CharField(blank=True, max_length=300)),
-                ('key', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='usage', to='accounts.apikey')),
-                ('upstream', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='usage', to='gateway.upstream')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='usage', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created", models.DateTimeField()),
+                ("request_id", models.CharField(max_length=64)),
+                (
+                    "endpoint",
+                    models.CharField(
+                        choices=[
+                            ("chat.completions", "Chat"),
+                            ("completions", "Completions"),
+                            ("images.generations", "Images"),
+                            ("audio.speech", "Speech"),
+                            ("videos", "Videos"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("model", models.CharField(max_length=200)),
+                ("upstream_model", models.CharField(blank=True, max_length=200)),
+                ("stream", models.BooleanField(default=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("ok", "Ok"),
+                            ("client_disconnected", "Client Disconnected"),
+                            ("upstream_error", "Upstream Error"),
+                            ("rejected", "Rejected"),
+                            ("invalid_request", "Invalid Request"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("http_status", models.PositiveSmallIntegerField()),
+                ("prompt_tokens", models.PositiveIntegerField(default=0)),
+                ("completion_tokens", models.PositiveIntegerField(default=0)),
+                ("total_tokens", models.PositiveIntegerField(default=0)),
+                ("usage_estimated", models.BooleanField(default=False)),
+                ("usd_cents", models.FloatField(blank=True, null=True)),
+                ("latency_ms", models.PositiveIntegerField(default=0)),
+                ("ttft_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("error", models.CharField(blank=True, max_length=300)),
+                (
+                    "key",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="usage",
+                        to="accounts.apikey",
+                    ),
+                ),
+                (
+                    "upstream",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="usage",
+                        to="gateway.upstream",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="usage",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
         ),
         migrations.AddIndex(
-            model_name='apikey',
-            index=models.Index(fields=['user', 'created'], name='apikey_user_created'),
+            model_name="apikey",
+            index=models.Index(fields=["user", "created"], name="apikey_user_created"),
         ),
         migrations.AddIndex(
-            model_name='usagedaily',
-            index=models.Index(fields=['user', 'day'], name='daily_user_day'),
+            model_name="usagedaily",
+            index=models.Index(fields=["user", "day"], name="daily_user_day"),
         ),
         migrations.AddIndex(
-            model_name='usagedaily',
-            index=models.Index(fields=['day'], name='daily_day'),
+            model_name="usagedaily",
+            index=models.Index(fields=["day"], name="daily_day"),
         ),
         migrations.AddConstraint(
-            model_name='usagedaily',
-            constraint=models.UniqueConstraint(fields=('key', 'model', 'day'), name='daily_key_model_day'),
+            model_name="usagedaily",
+            constraint=models.UniqueConstraint(
+                fields=("key", "model", "day"), name="daily_key_model_day"
+            ),
         ),
         migrations.AddIndex(
-            model_name='usagelog',
-            index=models.Index(fields=['key', 'created'], name='usage_key_created'),
+            model_name="usagelog",
+            index=models.Index(fields=["key", "created"], name="usage_key_created"),
         ),
         migrations.AddIndex(
-            model_name='usagelog',
-            index=models.Index(fields=['user', 'created'], name='usage_user_created'),
+            model_name="usagelog",
+            index=models.Index(fields=["user", "created"], name="usage_user_created"),
         ),
         migrations.AddIndex(
-            model_name='usagelog',
-            index=models.Index(fields=['created'], name='usage_created'),
+            model_name="usagelog",
+            index=models.Index(fields=["created"], name="usage_created"),
         ),
         migrations.AddIndex(
-            model_name='usagelog',
-            index=models.Index(fields=['request_id'], name='usage_request_id'),
+            model_name="usagelog",
+            index=models.Index(fields=["request_id"], name="usage_request_id"),
         ),
         migrations.AddConstraint(
-            model_name='usagelog',
-            constraint=models.CheckConstraint(condition=models.Q(('total_tokens', django.db.models.expressions.CombinedExpression(models.F('prompt_tokens'), '+', models.F('completion_tokens')))), name='usage_total_is_sum'),
+            model_name="usagelog",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "total_tokens",
+                        django.db.models.expressions.CombinedExpression(
+                            models.F("prompt_tokens"), "+", models.F("completion_tokens")
+                        ),
+                    )
+                ),
+                name="usage_total_is_sum",
+            ),
         ),
     ]

@@ -4,36 +4,79 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Upstream',
+            name="Upstream",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(max_length=100, unique=True)),
-                ('provider', models.CharField(choices=[('puter', 'Puter'), ('openai', 'OpenAI-compatible')], default='puter', max_length=10)),
-                ('base_url', models.URLField(blank=True, help_text="Blank means the provider's default.")),
-                ('token_encrypted', models.TextField(editable=False)),
-                ('account', models.CharField(blank=True, help_text='Tokens of one account share its limits.', max_length=100)),
-                ('weight', models.PositiveIntegerField(default=1)),
-                ('max_concurrency', models.PositiveIntegerField(default=3)),
-                ('priority', models.IntegerField(default=0, help_text='Higher tiers are used first.')),
-                ('enabled', models.BooleanField(default=True)),
-                ('state', models.CharField(choices=[('healthy', 'Healthy'), ('cooling', 'Cooling'), ('disabled', 'Disabled')], default='healthy', max_length=10)),
-                ('cooldown_until', models.DateTimeField(blank=True, null=True)),
-                ('consecutive_failures', models.PositiveIntegerField(default=0)),
-                ('last_error', models.CharField(blank=True, max_length=300)),
-                ('last_ok_at', models.DateTimeField(blank=True, null=True)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('models', models.JSONField(blank=True, default=list, help_text='Empty means every model.')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("label", models.CharField(max_length=100, unique=True)),
+                (
+                    "provider",
+                    models.CharField(
+                        choices=[("puter", "Puter"), ("openai", "OpenAI-compatible")],
+                        default="puter",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "base_url",
+                    models.URLField(blank=True, help_text="Blank means the provider's default."),
+                ),
+                ("token_encrypted", models.TextField(editable=False)),
+                (
+                    "account",
+                    models.CharField(
+                        blank=True,
+                        help_text="Tokens of one account share its limits.",
+                        max_length=100,
+                    ),
+                ),
+                ("weight", models.PositiveIntegerField(default=1)),
+                ("max_concurrency", models.PositiveIntegerField(default=3)),
+                (
+                    "priority",
+                    models.IntegerField(default=0, help_text="Higher tiers are used first."),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("healthy", "Healthy"),
+                            ("cooling", "Cooling"),
+                            ("disabled", "Disabled"),
+                        ],
+                        default="healthy",
+                        max_length=10,
+                    ),
+                ),
+                ("cooldown_until", models.DateTimeField(blank=True, null=True)),
+                ("consecutive_failures", models.PositiveIntegerField(default=0)),
+                ("last_error", models.CharField(blank=True, max_length=300)),
+                ("last_ok_at", models.DateTimeField(blank=True, null=True)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "models",
+                    models.JSONField(
+                        blank=True, default=list, help_text="Empty means every model."
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('weight__gte', 1)), name='upstream_weight_min_1')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("weight__gte", 1)), name="upstream_weight_min_1"
+                    )
+                ],
             },
         ),
     ]

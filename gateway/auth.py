@@ -1,0 +1,46 @@
+"""Bearer (or `x-api-key`) authentication of `/v1` calls against the key table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja.security import HttpBearer
+
+from accounts.db_thread import run_in_db_thread
+from accounts.keys import KeyFacts, cached_key_facts, digest_key, load_key_facts
+from gateway.errors import invalid_api_key, key_expired
+
+
+def presented_key(request: HttpRequest) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+async def authenticate_key(raw_key: str) -> KeyFacts:
+    """The key's facts, or an OpenAI-shaped 401; the database only on a cache miss."""
+    if not raw_key.startswith("sk-") or len(raw_key) > 200:
+        raise invalid_api_key()
+    digest = digest_key(raw_key)
+    hit, facts = cached_key_facts(digest)
+    if not hit:
+        facts = await run_in_db_thread(load_key_facts, digest)
+    if facts is None or facts.revoked:
+        raise invalid_api_key()
+    if facts.is_expired(timezone.now()):
+        raise key_expired()
+    return facts
+
+
+class ApiKeyAuth(HttpBearer):
+    async def __call__(self, request: HttpRequest) -> KeyFacts:
+        facts = await authenticate_key(presented_key(request))
+        request.key_prefix = facts.prefix  # type: ignore[attr-defined]  # for the log line
+        return facts
+
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        raise NotImplementedError("ApiKeyAuth authenticates in __call__")

@@ -1,0 +1,151 @@
+"""The provider interface: an OpenAI request in, normalised events or a result out.
+
+A provider knows one upstream's wire protocol and nothing else: the relay, metering, usage
+rows and failover are the same for every provider.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """One upstream as the relay sees it (the token decrypted, in memory only)."""
+
+    id: int
+    label: str
+    provider: str
+    base_url: str
+    token: str
+    account: str
+    weight: int
+    max_concurrency: int
+    priority: int
+    models: tuple[str, ...]
+
+    def serves(self, model: str) -> bool:
+        return not self.models or model.lower() in self.models
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    usd_cents: float | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEvent:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    usage: Usage
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFailed:
+    """The upstream failed after the stream began."""
+
+    message: str
+    code: str = "upstream_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The upstream said why it stopped (only complete results do)."""
+
+    reason: str
+
+
+Event = TextDelta | ReasoningDelta | ToolCallEvent | UsageEvent | StreamFailed | Finish
+
+
+class FailureKind(enum.Enum):
+    AUTH = "auth"  # the upstream's credentials are bad: disable it
+    QUOTA = "quota"  # out of credits: cool for long
+    RATE_LIMITED = "rate_limited"  # cool briefly
+    SERVER = "server"  # 5xx, connection errors, replaced answers: count toward cooling
+    TIMEOUT = "timeout"  # silent past the read timeout
+    MODEL_NOT_FOUND = "model_not_found"  # the client's fault: never retried
+    BAD_REQUEST = "bad_request"  # the client's fault: never retried
+    FORBIDDEN_MODEL = "forbidden_model"  # this account may not use it: try another
+
+    @property
+    def is_clients_fault(self) -> bool:
+        return self in {FailureKind.MODEL_NOT_FOUND, FailureKind.BAD_REQUEST}
+
+
+class UpstreamFailure(Exception):
+    """A failure before the first byte reached the client: the next upstream may be tried."""
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A complete, non-streamed answer."""
+
+    content: str
+    reasoning: str = ""
+    tool_calls: list[ToolCallEvent] = field(default_factory=list)
+    finish_reason: str = "stop"
+    usage: Usage | None = None
+    served_model: str = ""
+
+
+class ChatStream(Protocol):
+    """An open upstream stream whose first event has already been read."""
+
+    def events(self) -> AsyncIterator[Event]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Provider(Protocol):
+    async def complete(
+        self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
+    ) -> ChatResult: ...
+
+    async def open_stream(
+        self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
+    ) -> ChatStream: ...
+
+    async def list_models(
+        self, client: httpx.AsyncClient, target: UpstreamTarget
+    ) -> list[dict[str, Any]]: ...

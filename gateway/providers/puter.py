@@ -1,0 +1,359 @@
+"""The Puter provider: `POST /drivers/call` as PUTER.md part A decides."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from functools import lru_cache
+from typing import Any
+
+import httpx
+import orjson
+from django.conf import settings
+
+from gateway.providers.base import (
+    ChatResult,
+    ChatStream,
+    Event,
+    FailureKind,
+    Finish,
+    ReasoningDelta,
+    StreamFailed,
+    TextDelta,
+    UpstreamFailure,
+    UpstreamTarget,
+    UsageEvent,
+)
+from gateway.providers.puter_wire import (
+    chat_args,
+    chat_result,
+    classify,
+    classify_stream_error,
+    error_details,
+    is_driver_style_error,
+    legacy_driver,
+    normalize_usage,
+    tool_call_of,
+)
+
+CHAT_INTERFACE = "puter-chat-completion"
+MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = 8 * 1024 * 1024
+USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
+
+
+@lru_cache(maxsize=1)
+def _extra_headers(raw: str) -> dict[str, str]:
+    return dict(json.loads(raw)) if raw else {}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+class PuterProvider:
+    def __init__(self) -> None:
+        # Per upstream: does it want legacy (v1) driver names? Learnt from its replies.
+        self._legacy: dict[int, bool] = {}
+
+    async def complete(
+        self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
+    ) -> ChatResult:
+        reply = await self._call(client, target, chat_args(request, stream=False), stream=False)
+        if isinstance(reply, httpx.Response):  # a stream nobody asked for: drain it
+            stream = NdjsonStream(reply, request["model"])
+            await stream.start()
+            return await collect(stream)
+        return chat_result(reply, request["model"])
+
+    async def open_stream(
+        self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
+    ) -> ChatStream:
+        reply = await self._call(client, target, chat_args(request, stream=True), stream=True)
+        if isinstance(reply, httpx.Response):
+            stream = NdjsonStream(reply, request["model"])
+            await stream.start()
+            return stream
+        # Branch on what came back, not on what was asked: a JSON answer is complete.
+        return ResultStream(chat_result(reply, request["model"]))
+
+    async def list_models(
+        self, client: httpx.AsyncClient, target: UpstreamTarget
+    ) -> list[dict[str, Any]]:
+        base = target.base_url or settings.PUTER_API_BASE
+        for path in ("/puterai/chat/models/details", "/puterai/chat/models"):
+            try:
+                response = await client.get(base + path, headers=self._headers("", False))
+            except httpx.HTTPError:
+                continue
+            if response.status_code == 200:
+                models = response.json().get("models")
+                if isinstance(models, list):
+                    return [m if isinstance(m, dict) else {"id": str(m)} for m in models]
+        raise UpstreamFailure(FailureKind.SERVER, "the upstream model list is unavailable")
+
+    async def _call(
+        self,
+        client: httpx.AsyncClient,
+        target: UpstreamTarget,
+        args: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> httpx.Response | Any:
+        """An NDJSON response left open, or a parsed JSON success body."""
+        legacy = self._legacy.get(target.id, False)
+        for attempt in (1, 2):
+            driver = legacy_driver(args["model"]) if legacy else "ai-chat"
+            response = await self._send(client, target, driver, args, stream=stream)
+            if response.is_success and "ndjson" in response.headers.get("content-type", ""):
+                self._legacy[target.id] = legacy
+                return response
+            body = await _read_json(response)
+            details = error_details(response.status_code, body)
+            if details is None:
+                self._legacy[target.id] = legacy
+                return body
+            status, code, message = details
+            if attempt == 1 and is_driver_style_error(status, code, message):
+                legacy = not legacy  # the other generation's driver naming, once
+                continue
+            raise classify(status, code, message, _retry_after(response))
+        raise AssertionError("unreachable")
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        target: UpstreamTarget,
+        driver: str,
+        args: dict[str, Any],
+        *,
+        stream: bool,
+    ) -> httpx.Response:
+        body = {
+            "interface": CHAT_INTERFACE,
+            "driver": driver,
+            "method": "complete",
+            "args": args,
+            "auth_token": target.token,
+            "test_mode": False,
+        }
+        request = client.build_request(
+            "POST",
+            (target.base_url or settings.PUTER_API_BASE) + "/drivers/call",
+            content=orjson.dumps(body),
+            headers=self._headers(target.token, stream),
+        )
+        try:
+            return await client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            kind = (
+                FailureKind.SERVER if isinstance(exc, httpx.ConnectTimeout) else FailureKind.TIMEOUT
+            )
+            raise UpstreamFailure(kind, "the upstream did not answer in time", status=504) from None
+        except httpx.HTTPError:
+            raise UpstreamFailure(
+                FailureKind.SERVER, "the upstream could not be reached", status=502
+            ) from None
+
+    def _headers(self, token: str, stream: bool) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "*/*",
+            "User-Agent": USER_AGENT,
+            **_extra_headers(settings.PUTER_EXTRA_HEADERS),
+        }
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if stream:
+            # Compression would batch NDJSON lines: ask for none.
+            headers["Accept-Encoding"] = "identity"
+        return headers
+
+
+async def _read_json(response: httpx.Response) -> Any:
+    """Read a bounded JSON body and close the response."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_JSON_BYTES:
+                raise UpstreamFailure(FailureKind.SERVER, "the upstream reply is too large")
+            chunks.append(chunk)
+    except httpx.TimeoutException:
+        raise UpstreamFailure(
+            FailureKind.TIMEOUT, "the upstream did not answer in time", status=504
+        ) from None
+    except httpx.HTTPError:
+        raise UpstreamFailure(FailureKind.SERVER, "the upstream reply was cut off") from None
+    finally:
+        await response.aclose()
+    raw = b"".join(chunks)
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        if response.is_success:
+            raise UpstreamFailure(
+                FailureKind.SERVER, "the upstream sent an unreadable reply", status=502
+            ) from None
+        return raw[:300].decode(errors="replace")
+
+
+async def _iter_lines(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    buffer = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            buffer += chunk
+            if b"\n" in chunk:
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield line
+            if len(buffer) > MAX_LINE_BYTES:
+                raise UpstreamFailure(FailureKind.SERVER, "the upstream sent an over-long line")
+    except httpx.TimeoutException:
+        raise UpstreamFailure(FailureKind.TIMEOUT, "the upstream went silent", status=504) from None
+    except httpx.HTTPError:
+        raise UpstreamFailure(FailureKind.SERVER, "the upstream stream was cut off") from None
+    if buffer.strip():
+        yield buffer
+
+
+class NdjsonStream:
+    """Puter's NDJSON chat stream as normalised events (PUTER.md B 2.5)."""
+
+    def __init__(self, response: httpx.Response, model: str) -> None:
+        self._response = response
+        self._model = model
+        self._lines = _iter_lines(response)
+        self._first: Event | None = None
+        self._texts = 0
+        self._others = 0
+
+    async def start(self) -> None:
+        """Read the first event: it decides whether this upstream answered."""
+        try:
+            first = await self._next()
+        except UpstreamFailure:
+            await self.aclose()
+            raise
+        if first is None or isinstance(first, StreamFailed):
+            await self.aclose()
+            if first is None:
+                raise UpstreamFailure(
+                    FailureKind.SERVER, "the upstream stream ended before any event", status=502
+                )
+            raise classify_stream_error(first.message)
+        self._first = first
+
+    async def events(self) -> AsyncIterator[Event]:
+        if self._first is not None:
+            yield self._first
+        while True:
+            try:
+                event = await self._next()
+            except UpstreamFailure as failure:
+                code = (
+                    "upstream_timeout" if failure.kind is FailureKind.TIMEOUT else "upstream_error"
+                )
+                yield StreamFailed(failure.message, code)
+                return
+            if event is None:
+                return
+            yield event
+            if isinstance(event, StreamFailed):
+                return
+
+    async def aclose(self) -> None:
+        await self._lines.aclose()
+        await self._response.aclose()
+
+    async def _next(self) -> Event | None:
+        async for line in self._lines:
+            event = self._parse(line)
+            if event is not None:
+                return event
+        return None
+
+    def _parse(self, line: bytes) -> Event | None:
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise UpstreamFailure(
+                FailureKind.SERVER, "the upstream sent a malformed line"
+            ) from None
+        if not isinstance(item, dict):
+            raise UpstreamFailure(FailureKind.SERVER, "the upstream sent a malformed line")
+        kind = item.get("type")
+        if kind == "text" and isinstance(item.get("text"), str) and item["text"]:
+            self._texts += 1
+            return TextDelta(item["text"])
+        self._others += 1
+        if kind == "reasoning" and isinstance(item.get("reasoning"), str):
+            return ReasoningDelta(item["reasoning"])
+        if kind == "tool_use":
+            return tool_call_of(item)
+        if kind == "error":
+            return StreamFailed(str(item.get("message") or "the upstream failed")[:300])
+        if kind == "usage":
+            return self._usage(item)
+        return None  # extra_content, compaction and whatever comes next
+
+    def _usage(self, item: dict[str, Any]) -> Event | None:
+        raw = item.get("usage")
+        if raw == {"usd_cents": None} and self._texts == 1 and self._others == 1:
+            # One text line and an empty usage line: Puter's silent substitution.
+            return StreamFailed("the upstream replaced the answer")
+        usage = normalize_usage(raw, self._model)
+        return UsageEvent(usage) if usage is not None else None
+
+
+class ResultStream:
+    """A complete result played back as stream events."""
+
+    def __init__(self, result: ChatResult) -> None:
+        self._result = result
+
+    async def events(self) -> AsyncIterator[Event]:
+        result = self._result
+        if result.reasoning:
+            yield ReasoningDelta(result.reasoning)
+        if result.content:
+            yield TextDelta(result.content)
+        for call in result.tool_calls:
+            yield call
+        if result.usage is not None:
+            yield UsageEvent(result.usage)
+        yield Finish(result.finish_reason)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def collect(stream: ChatStream) -> ChatResult:
+    """Drain a stream into one result (for a non-streaming client)."""
+    result = ChatResult(content="")
+    texts: list[str] = []
+    try:
+        async for event in stream.events():
+            if isinstance(event, TextDelta):
+                texts.append(event.text)
+            elif isinstance(event, ReasoningDelta):
+                result.reasoning += event.text
+            elif isinstance(event, UsageEvent):
+                result.usage = event.usage
+            elif isinstance(event, Finish):
+                result.finish_reason = event.reason
+            elif isinstance(event, StreamFailed):
+                raise UpstreamFailure(FailureKind.SERVER, event.message, status=502)
+            else:
+                result.tool_calls.append(event)
+    finally:
+        await stream.aclose()
+    result.content = "".join(texts)
+    if result.tool_calls:
+        result.finish_reason = "tool_calls"
+    return result

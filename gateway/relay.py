@@ -1,0 +1,262 @@
+"""The path of one chat call: admit, try upstreams, relay the answer, write its row."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import orjson
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+
+from accounts.db_thread import run_in_db_thread
+from accounts.keys import KeyFacts
+from accounts.models import Endpoint, UsageStatus
+from gateway.admission import Refused, admit_request
+from gateway.errors import OpenAIError, error_for_failures
+from gateway.logs import request_id_var
+from gateway.openai_format import DONE, ChunkWriter, chat_completion, error_event
+from gateway.pool import mark_failure, mark_success
+from gateway.providers.base import (
+    ChatResult,
+    ChatStream,
+    Finish,
+    ReasoningDelta,
+    StreamFailed,
+    TextDelta,
+    ToolCallEvent,
+    UpstreamFailure,
+    UpstreamTarget,
+    UsageEvent,
+)
+from gateway.providers.registry import provider_for
+from gateway.sse import SSEResponse
+from gateway.upstream_client import upstream_client
+from gateway.usage import Outcome, UsageMeter, no_usage, record_usage
+
+logger = logging.getLogger("gateway.request")
+T = TypeVar("T")
+
+# Calls that are metered: an authenticated call refused for its body still leaves a row.
+METERED_PATHS = {"/v1/chat/completions": Endpoint.CHAT}
+
+
+def new_meter(
+    request: HttpRequest, key: KeyFacts, endpoint: str, body: dict[str, Any]
+) -> UsageMeter:
+    # The relay writes the request's log line itself, also for streams that outlive the view.
+    request.gateway_logged = True  # type: ignore[attr-defined]
+    return UsageMeter(
+        request_id=request_id_var.get(),
+        key_id=key.id,
+        user_id=key.user_id,
+        key_prefix=key.prefix,
+        endpoint=endpoint,
+        model=str(body.get("model") or ""),
+        stream=bool(body.get("stream")),
+        messages=body.get("messages") or [],
+    )
+
+
+async def chat_completions(
+    request: HttpRequest, key: KeyFacts, body: dict[str, Any]
+) -> HttpResponseBase:
+    meter = new_meter(request, key, Endpoint.CHAT, body)
+    try:
+        targets = await admit_request(key=key, model=meter.model)
+        if meter.stream:
+            return await _stream(meter, targets, body)
+        return await _complete(meter, targets, body)
+    except Refused as refused:
+        error = refused.error
+        await finish(meter, Outcome(refused.status, error.status, no_usage(), error=error.message))
+        raise error from None
+    except asyncio.CancelledError:
+        usage, estimated = meter.usage(complete=False)
+        await finish(meter, Outcome(UsageStatus.CLIENT_DISCONNECTED, 499, usage, estimated))
+        raise
+
+
+async def record_invalid(
+    request: HttpRequest, key: KeyFacts, endpoint: str, model: str, error: OpenAIError
+) -> None:
+    """The row of an authenticated call whose body was refused before admission."""
+    meter = new_meter(request, key, endpoint, {"model": model})
+    status = UsageStatus.INVALID_REQUEST
+    await finish(meter, Outcome(status, error.status, no_usage(), error=error.message))
+
+
+async def record_refused_body(request: HttpRequest) -> None:
+    """The row of a call whose body ninja refused after authentication."""
+    error: OpenAIError | None = getattr(request, "refused_body", None)
+    key = getattr(request, "auth", None)
+    endpoint = METERED_PATHS.get(request.path)
+    if error is None or not isinstance(key, KeyFacts) or endpoint is None:
+        return
+    try:
+        body = orjson.loads(request.body)
+    except orjson.JSONDecodeError:
+        body = None
+    model = body.get("model") if isinstance(body, dict) else None
+    await record_invalid(request, key, endpoint, model if isinstance(model, str) else "", error)
+
+
+async def _complete(
+    meter: UsageMeter, targets: list[UpstreamTarget], body: dict[str, Any]
+) -> HttpResponse:
+    client = upstream_client()
+
+    async def call(target: UpstreamTarget) -> ChatResult:
+        return await provider_for(target).complete(client, target, body)
+
+    result = await _failover(meter, targets, call)
+    meter.reported = result.usage
+    meter.upstream_model = result.served_model
+    meter.add_delivered(
+        result.reasoning + result.content + "".join(c.name + c.arguments for c in result.tool_calls)
+    )
+    usage, estimated = meter.usage(complete=True)
+    await finish(meter, Outcome(UsageStatus.OK, 200, usage, estimated))
+    return HttpResponse(
+        orjson.dumps(chat_completion(result, model=meter.model, usage=usage)),
+        content_type="application/json",
+    )
+
+
+async def _stream(
+    meter: UsageMeter, targets: list[UpstreamTarget], body: dict[str, Any]
+) -> SSEResponse:
+    client = upstream_client()
+
+    async def call(target: UpstreamTarget) -> ChatStream:
+        return await provider_for(target).open_stream(client, target, body)
+
+    upstream = await _failover(meter, targets, call)
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    source = relay_chunks(upstream, meter, ChunkWriter(meter.model), include_usage=include_usage)
+    # Start the relay here, so that its `finally` owns the upstream and the row from now on.
+    first = await anext(source, b"")
+    return SSEResponse(source, first=first)
+
+
+async def _failover(
+    meter: UsageMeter,
+    targets: list[UpstreamTarget],
+    call: Callable[[UpstreamTarget], Awaitable[T]],
+) -> T:
+    """Try upstreams in order until one answers; nothing has reached the client yet."""
+    failures: list[UpstreamFailure] = []
+    for target in targets[: settings.UPSTREAM_MAX_TRIES]:
+        meter.upstream_id, meter.upstream_label = target.id, target.label
+        try:
+            value = await call(target)
+        except UpstreamFailure as failure:
+            logger.warning(
+                "upstream try failed",
+                extra={
+                    "upstream": target.label,
+                    "failure": failure.kind.value,
+                    "upstream_status": failure.status,
+                    "reason": failure.message,
+                },
+            )
+            failures.append(failure)
+            await mark_failure(target, failure)
+            if failure.kind.is_clients_fault:
+                break
+            continue
+        await mark_success(target)
+        return value
+    error = error_for_failures(failures, meter.model)
+    clients_fault = bool(failures) and failures[-1].kind.is_clients_fault
+    status = UsageStatus.INVALID_REQUEST if clients_fault else UsageStatus.UPSTREAM_ERROR
+    if not failures:
+        meter.upstream_id, meter.upstream_label = None, ""
+    await finish(meter, Outcome(status, error.status, no_usage(), error=error.message))
+    raise error
+
+
+async def relay_chunks(
+    upstream: ChatStream, meter: UsageMeter, writer: ChunkWriter, *, include_usage: bool
+) -> AsyncGenerator[bytes, None]:
+    """Upstream events → OpenAI chunks, metered; the row is written whatever happens."""
+    outcome: Outcome | None = None
+    tool_index = 0
+    reason = "stop"
+    pending = writer.role()  # sent together with the first event
+    try:
+        async for event in upstream.events():
+            if isinstance(event, TextDelta):
+                yield pending + writer.content(event.text)
+                meter.add_delivered(event.text)
+            elif isinstance(event, ReasoningDelta):
+                yield pending + writer.reasoning(event.text)
+                meter.add_delivered(event.text)
+            elif isinstance(event, ToolCallEvent):
+                yield pending + writer.tool_call(tool_index, event)
+                meter.add_delivered(event.name + event.arguments)
+                tool_index += 1
+            elif isinstance(event, UsageEvent):
+                meter.reported = event.usage
+                continue
+            elif isinstance(event, Finish):
+                reason = event.reason
+                continue
+            else:
+                outcome = _failed_midway(meter, event)
+                yield pending + error_event(event.message, event.code)
+                return
+            pending = b""
+        usage, estimated = meter.usage(complete=True)
+        tail = pending + writer.finish("tool_calls" if tool_index else reason)
+        if include_usage:
+            tail += writer.usage(usage)
+        yield tail + DONE
+        outcome = Outcome(UsageStatus.OK, 200, usage, estimated)
+    finally:
+        await upstream.aclose()
+        if outcome is None:
+            usage, estimated = meter.usage(complete=False)
+            outcome = Outcome(UsageStatus.CLIENT_DISCONNECTED, 200, usage, estimated)
+        await finish(meter, outcome)
+
+
+def _failed_midway(meter: UsageMeter, event: StreamFailed) -> Outcome:
+    usage, estimated = meter.usage(complete=False)
+    return Outcome(UsageStatus.UPSTREAM_ERROR, 200, usage, estimated, error=event.message)
+
+
+async def finish(meter: UsageMeter, outcome: Outcome) -> None:
+    """Write the one row of this request (never twice) and its log line."""
+    if meter.recorded:
+        return
+    meter.recorded = True
+    try:
+        # Shielded: a second cancel must not lose the row.
+        await asyncio.shield(run_in_db_thread(record_usage, meter, outcome))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("usage row not written", extra={"key": meter.key_prefix})
+    logger.info(
+        "model call",
+        extra={
+            # Explicit: a stream outlives the middleware that set the context variable.
+            "request_id": meter.request_id,
+            "key": meter.key_prefix,
+            "route": meter.endpoint,
+            "model": meter.model,
+            "upstream": meter.upstream_label or None,
+            "stream": meter.stream,
+            "status": outcome.status.value,
+            "http_status": outcome.http_status,
+            "ms": meter.elapsed_ms(),
+            "ttft_ms": meter.ttft_ms(),
+            "prompt_tokens": outcome.usage.prompt_tokens,
+            "completion_tokens": outcome.usage.completion_tokens,
+            "estimated": outcome.estimated,
+        },
+    )
