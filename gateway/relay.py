@@ -183,7 +183,6 @@ async def relay_chunks(
     upstream: ChatStream, meter: UsageMeter, writer: ChunkWriter, *, include_usage: bool
 ) -> AsyncGenerator[bytes, None]:
     """Upstream events → OpenAI chunks, metered; the row is written whatever happens."""
-    outcome: Outcome | None = None
     tool_index = 0
     reason = "stop"
     pending = writer.role()  # sent together with the first event
@@ -206,7 +205,8 @@ async def relay_chunks(
                 reason = event.reason
                 continue
             else:
-                outcome = _failed_midway(meter, event)
+                # The row is written before the last event: a client that saw it finds it.
+                await finish(meter, _failed_midway(meter, event))
                 yield pending + error_event(event.message, event.code)
                 return
             pending = b""
@@ -214,14 +214,13 @@ async def relay_chunks(
         tail = pending + writer.finish("tool_calls" if tool_index else reason)
         if include_usage:
             tail += writer.usage(usage)
+        await finish(meter, Outcome(UsageStatus.OK, 200, usage, estimated))
         yield tail + DONE
-        outcome = Outcome(UsageStatus.OK, 200, usage, estimated)
     finally:
         await upstream.aclose()
-        if outcome is None:
+        if not meter.recorded:
             usage, estimated = meter.usage(complete=False)
-            outcome = Outcome(UsageStatus.CLIENT_DISCONNECTED, 200, usage, estimated)
-        await finish(meter, outcome)
+            await finish(meter, Outcome(UsageStatus.CLIENT_DISCONNECTED, 200, usage, estimated))
 
 
 def _failed_midway(meter: UsageMeter, event: StreamFailed) -> Outcome:
