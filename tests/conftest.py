@@ -26,6 +26,8 @@ from gateway.testing.fake_puter import FakePuter
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOG_DIR = Path(settings.VAR_DIR) / "test-logs"
+# Every API key and upstream token the suite creates: none may ever reach a log line.
+ISSUED_SECRETS: list[str] = []
 
 
 def _worker() -> str:
@@ -117,7 +119,7 @@ def start_gateway(fake_url: str, name: str, **env: str) -> Gateway:
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
     ]  # fmt: skip
     with log_path.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603  # a fixed command line
+        process = subprocess.Popen(
             command, cwd=BASE_DIR, env=environment, stdout=log, stderr=subprocess.STDOUT
         )
     gateway = Gateway(f"http://127.0.0.1:{port}", log_path, process)
@@ -144,6 +146,9 @@ def gateway(django_db_setup: None, django_db_blocker: Any, fake_server: Fake) ->
     yield server
     server.process.terminate()
     server.process.wait(10)
+    log = server.log_text()
+    leaked = [secret[:11] for secret in ISSUED_SECRETS if secret in log]
+    assert not leaked, f"secrets in the gateway log: {leaked}"
 
 
 # --- the cast --------------------------------------------------------------------------
@@ -154,6 +159,7 @@ def make_key(transactional_db: None) -> Callable[..., str]:
     def make(username: str = "alice", **limits: Any) -> str:
         user, _ = User.objects.get_or_create(username=username)
         _key, raw = issue_key(user=user, name=f"{username}-test", limits=KeyLimits(**limits))
+        ISSUED_SECRETS.append(raw)
         return raw
 
     return make
@@ -170,6 +176,7 @@ def make_upstream(transactional_db: None) -> Callable[..., Upstream]:
         upstream = Upstream(label=label, **fields)
         upstream.token = token
         upstream.save()
+        ISSUED_SECRETS.append(token)
         return upstream
 
     return make

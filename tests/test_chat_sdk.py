@@ -6,6 +6,7 @@ import asyncio
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from accounts.models import UsageLog, UsageStatus
 from gateway.testing.fake_scenarios import chunk_texts, expected_text, expected_usage
@@ -13,7 +14,7 @@ from tests.conftest import Fake, Gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MESSAGES = [
+MESSAGES: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Say hello to the gateway, please."},
 ]
@@ -50,7 +51,8 @@ def test_sdk_non_streaming_completion_is_well_formed(
     assert row.usage_estimated is False
     assert row.model == "gpt-4o-mini"
     assert row.upstream_model == "gpt-4o-mini"
-    assert row.upstream is not None and row.upstream.label == "puter-main"
+    assert row.upstream is not None
+    assert row.upstream.label == "puter-main"
 
 
 def test_sdk_stream_with_include_usage_ends_with_the_fakes_exact_usage(
@@ -109,7 +111,8 @@ def test_async_sdk_streams_and_completes(
                 stream=True,
                 stream_options={"include_usage": True},
             )
-            texts, last_usage = [], 0
+            texts: list[str] = []
+            last_usage = 0
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
                     texts.append(chunk.choices[0].delta.content)

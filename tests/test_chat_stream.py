@@ -202,7 +202,8 @@ def test_a_failing_upstream_is_skipped_for_a_healthy_one(
     assert reply.status_code == 200
     row = UsageLog.objects.get()
     assert row.status == UsageStatus.OK
-    assert row.upstream is not None and row.upstream.label == "alive"
+    assert row.upstream is not None
+    assert row.upstream.label == "alive"
 
 
 def test_error_as_first_stream_line_is_a_failure_before_the_first_byte(
