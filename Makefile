@@ -1,6 +1,6 @@
 # Two commands: `make run` serves the gateway on SQLite; `make test` runs the whole suite.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
