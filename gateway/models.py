@@ -61,3 +61,19 @@ class Upstream(models.Model):
     @property
     def account_name(self) -> str:
         return self.account or self.label
+
+
+class ModelAlias(models.Model):
+    """A model name of the gateway's own, served by a target model (with fallbacks)."""
+
+    alias = models.CharField(max_length=200, unique=True)
+    target = models.CharField(max_length=200)
+    # Tried in order when every upstream of the target fails before the first byte.
+    fallbacks = models.JSONField(default=list, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "model aliases"
+
+    def __str__(self) -> str:
+        return f"{self.alias} → {self.target}"

@@ -112,7 +112,7 @@ async def _complete(
     async def call(target: UpstreamTarget) -> ChatResult:
         return await provider_for(target).complete(client, target, body)
 
-    result = await _failover(meter, targets, call)
+    result = await failover(meter, targets, call)
     meter.reported = result.usage
     meter.upstream_model = result.served_model
     meter.add_delivered(
@@ -134,7 +134,7 @@ async def _stream(
     async def call(target: UpstreamTarget) -> ChatStream:
         return await provider_for(target).open_stream(client, target, body)
 
-    upstream = await _failover(meter, targets, call)
+    upstream = await failover(meter, targets, call)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     source = relay_chunks(upstream, meter, ChunkWriter(meter.model), include_usage=include_usage)
     # Start the relay here, so that its `finally` owns the upstream and the row from now on.
@@ -142,7 +142,7 @@ async def _stream(
     return SSEResponse(source, first=first)
 
 
-async def _failover(
+async def failover(
     meter: UsageMeter,
     targets: list[UpstreamTarget],
     call: Callable[[UpstreamTarget], Awaitable[T]],
