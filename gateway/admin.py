@@ -10,14 +10,16 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from gateway.models import Upstream
+from gateway.models import ModelAlias, Upstream
 from gateway.upstreams import add_upstream, set_enabled, validate_upstream
 
 if TYPE_CHECKING:
+    _AliasAdminBase = admin.ModelAdmin[ModelAlias]
     _UpstreamAdminBase = admin.ModelAdmin[Upstream]
     _UpstreamFormBase = forms.ModelForm[Upstream]
 else:
     # Django's classes are generic only in django-stubs: subscript them for mypy alone.
+    _AliasAdminBase = admin.ModelAdmin
     _UpstreamAdminBase = admin.ModelAdmin
     _UpstreamFormBase = forms.ModelForm
 
@@ -167,3 +169,9 @@ class UpstreamAdmin(_UpstreamAdminBase):
             set_enabled(upstream=upstream, enabled=enabled)
         verb = "Enabled" if enabled else "Disabled"
         self.message_user(request, f"{verb} {len(upstreams)} upstream(s).", messages.SUCCESS)
+
+
+@admin.register(ModelAlias)
+class ModelAliasAdmin(_AliasAdminBase):
+    list_display = ("alias", "target", "fallbacks", "created")
+    search_fields = ("alias", "target")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from accounts.keys import KeyFacts
 from accounts.models import UsageStatus
+from gateway.aliases import models_to_try
 from gateway.catalogue import allowed
 from gateway.errors import OpenAIError, model_not_allowed
 from gateway.pool import candidates
@@ -19,8 +22,16 @@ class Refused(Exception):
         self.status = status
 
 
-async def admit_request(*, key: KeyFacts, model: str) -> list[UpstreamTarget]:
-    """Check the key's allow-lists and return the upstreams to try, best first."""
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One upstream model and the upstreams that may serve it, best first."""
+
+    model: str
+    targets: list[UpstreamTarget]
+
+
+async def admit_request(*, key: KeyFacts, model: str) -> list[Route]:
+    """Check the key's allow-lists; the routes to try: the model, or an alias's chain."""
     if not allowed(model, key):
         raise Refused(model_not_allowed(model), UsageStatus.REJECTED)
-    return await candidates(model)
+    return [Route(name, await candidates(name)) for name in await models_to_try(model)]

@@ -8,16 +8,19 @@ from typing import Any
 import orjson
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
+from django.utils import timezone
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from accounts.db_thread import run_in_db_thread
 from accounts.keys import KeyFacts
 from accounts.models import Endpoint
+from accounts.usage_queries import key_report
 from gateway.auth import ApiKeyAuth
 from gateway.catalogue import models_for
 from gateway.errors import OpenAIError, invalid_api_key, invalid_request, model_not_found
-from gateway.relay import METERED_PATHS, chat_completions, record_invalid
-from gateway.schemas import ChatCompletionRequest
+from gateway.relay import METERED_PATHS, TEXT_FORMAT, chat_completions, record_invalid
+from gateway.schemas import ChatCompletionRequest, CompletionRequest
 
 logger = logging.getLogger("gateway.api")
 
@@ -61,6 +64,37 @@ async def create_chat_completion(
         await record_invalid(request, key, Endpoint.CHAT, payload.model, refusal)
         raise refusal
     return await chat_completions(request, key, payload.model_dump(exclude_none=True))
+
+
+@api.post("/completions", summary="Create a legacy text completion (mapped onto chat)")
+async def create_completion(request: HttpRequest, payload: CompletionRequest) -> HttpResponseBase:
+    key: KeyFacts = request.auth  # type: ignore[attr-defined]
+    refusal = _unsupported_legacy(payload)
+    if refusal is not None:
+        await record_invalid(request, key, Endpoint.COMPLETIONS, payload.model, refusal)
+        raise refusal
+    prompt = payload.prompt if isinstance(payload.prompt, str) else payload.prompt[0]
+    body = payload.model_dump(exclude_none=True, exclude={"prompt", "echo", "logprobs"})
+    body["messages"] = [{"role": "user", "content": prompt}]
+    return await chat_completions(request, key, body, TEXT_FORMAT)
+
+
+@api.get("/key", summary="This key's limits, usage so far and what remains")
+async def describe_key(request: HttpRequest) -> HttpResponse:
+    key: KeyFacts = request.auth  # type: ignore[attr-defined]
+    return _json(await run_in_db_thread(key_report, key.id, timezone.now()))
+
+
+def _unsupported_legacy(payload: CompletionRequest) -> OpenAIError | None:
+    if isinstance(payload.prompt, list) and len(payload.prompt) != 1:
+        return invalid_request("Send exactly one prompt per request.", param="prompt")
+    if payload.echo:
+        return invalid_request("echo is not supported by this gateway.", param="echo")
+    if payload.n is not None and payload.n > 1:
+        return invalid_request("Only n=1 is supported by this gateway.", param="n")
+    if payload.logprobs is not None:
+        return invalid_request("logprobs are not available from the upstream.", param="logprobs")
+    return None
 
 
 def _unsupported(payload: ChatCompletionRequest) -> OpenAIError | None:

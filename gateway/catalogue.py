@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from accounts.keys import KeyFacts
+from gateway.aliases import aliases
 from gateway.pool import pool_entries
 from gateway.providers.base import UpstreamFailure, UpstreamTarget
 from gateway.providers.registry import provider_for
@@ -65,4 +66,12 @@ def allowed(model_id: str, key: KeyFacts) -> bool:
 
 
 async def models_for(key: KeyFacts) -> list[dict[str, Any]]:
-    return [model for model in await all_models() if allowed(model["id"], key)]
+    """Upstream models and the gateway's aliases that this key may use."""
+    listed = await all_models()
+    known = {model["id"] for model in listed}
+    alias_models = [
+        {"id": alias, "object": "model", "created": 0, "owned_by": "puter-gateway"}
+        for alias in sorted(await aliases())
+        if alias not in known
+    ]
+    return [model for model in listed + alias_models if allowed(model["id"], key)]

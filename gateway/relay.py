@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -15,7 +16,7 @@ from django.http.response import HttpResponseBase
 from accounts.db_thread import run_in_db_thread
 from accounts.keys import KeyFacts
 from accounts.models import Endpoint, UsageStatus
-from gateway.admission import Refused, admit_request
+from gateway.admission import Refused, Route, admit_request
 from gateway.errors import OpenAIError, error_for_failures
 from gateway.logs import request_id_var
 from gateway.openai_format import DONE, ChunkWriter, chat_completion, error_event
@@ -23,6 +24,7 @@ from gateway.pool import mark_failure, mark_success
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
+    FailureKind,
     Finish,
     ReasoningDelta,
     StreamFailed,
@@ -32,8 +34,11 @@ from gateway.providers.base import (
     UpstreamTarget,
     UsageEvent,
 )
+from gateway.providers.playback import ResultStream
 from gateway.providers.registry import provider_for
 from gateway.sse import SSEResponse
+from gateway.text_completion_format import TextChunkWriter, text_completion
+from gateway.text_filters import FilterChain, filters_for
 from gateway.upstream_client import upstream_client
 from gateway.usage import Outcome, UsageMeter, no_usage, record_usage
 
@@ -41,7 +46,7 @@ logger = logging.getLogger("gateway.request")
 T = TypeVar("T")
 
 # Calls that are metered: an authenticated call refused for its body still leaves a row.
-METERED_PATHS = {"/v1/chat/completions": Endpoint.CHAT}
+METERED_PATHS = {"/v1/chat/completions": Endpoint.CHAT, "/v1/completions": Endpoint.COMPLETIONS}
 
 
 def new_meter(
@@ -61,15 +66,28 @@ def new_meter(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyFormat:
+    """How an answer is rendered: chat completions, or legacy text completions."""
+
+    endpoint: str
+    render: Callable[..., dict[str, Any]]
+    writer: Callable[[str], ChunkWriter]
+
+
+CHAT_FORMAT = ReplyFormat(Endpoint.CHAT, chat_completion, ChunkWriter)
+TEXT_FORMAT = ReplyFormat(Endpoint.COMPLETIONS, text_completion, TextChunkWriter)
+
+
 async def chat_completions(
-    request: HttpRequest, key: KeyFacts, body: dict[str, Any]
+    request: HttpRequest, key: KeyFacts, body: dict[str, Any], reply: ReplyFormat = CHAT_FORMAT
 ) -> HttpResponseBase:
-    meter = new_meter(request, key, Endpoint.CHAT, body)
+    meter = new_meter(request, key, reply.endpoint, body)
     try:
-        targets = await admit_request(key=key, model=meter.model)
+        routes = await admit_request(key=key, model=meter.model)
         if meter.stream:
-            return await _stream(meter, targets, body)
-        return await _complete(meter, targets, body)
+            return await _stream(meter, routes, body, reply)
+        return await _complete(meter, routes, body, reply)
     except Refused as refused:
         error = refused.error
         await finish(meter, Outcome(refused.status, error.status, no_usage(), error=error.message))
@@ -105,38 +123,52 @@ async def record_refused_body(request: HttpRequest) -> None:
 
 
 async def _complete(
-    meter: UsageMeter, targets: list[UpstreamTarget], body: dict[str, Any]
+    meter: UsageMeter, routes: list[Route], body: dict[str, Any], reply: ReplyFormat
 ) -> HttpResponse:
     client = upstream_client()
 
-    async def call(target: UpstreamTarget) -> ChatResult:
-        return await provider_for(target).complete(client, target, body)
+    async def call(target: UpstreamTarget, model: str) -> ChatResult:
+        return await provider_for(target).complete(client, target, {**body, "model": model})
 
-    result = await failover(meter, targets, call)
-    meter.reported = result.usage
-    meter.upstream_model = result.served_model
+    result = await failover_routes(meter, routes, call)
+    filters = filters_for(body)
+    result.content = filters.apply(result.content)
+    if filters.stopped and not result.tool_calls:
+        result.finish_reason = "stop"
+    meter.reported = None if filters.stopped else result.usage
+    meter.upstream_model = result.served_model or meter.upstream_model
     meter.add_delivered(
         result.reasoning + result.content + "".join(c.name + c.arguments for c in result.tool_calls)
     )
     usage, estimated = meter.usage(complete=True)
     await finish(meter, Outcome(UsageStatus.OK, 200, usage, estimated))
     return HttpResponse(
-        orjson.dumps(chat_completion(result, model=meter.model, usage=usage)),
+        orjson.dumps(reply.render(result, model=meter.model, usage=usage)),
         content_type="application/json",
     )
 
 
+def _wants_tools(body: dict[str, Any]) -> bool:
+    return bool(body.get("tools")) and body.get("tool_choice") != "none"
+
+
 async def _stream(
-    meter: UsageMeter, targets: list[UpstreamTarget], body: dict[str, Any]
+    meter: UsageMeter, routes: list[Route], body: dict[str, Any], reply: ReplyFormat
 ) -> SSEResponse:
     client = upstream_client()
 
-    async def call(target: UpstreamTarget) -> ChatStream:
-        return await provider_for(target).open_stream(client, target, body)
+    async def call(target: UpstreamTarget, model: str) -> ChatStream:
+        provider, request = provider_for(target), {**body, "model": model}
+        if _wants_tools(request):
+            # Puter's stream may drop parallel tool calls: ask for the whole answer.
+            return ResultStream(await provider.complete(client, target, request))
+        return await provider.open_stream(client, target, request)
 
-    upstream = await failover(meter, targets, call)
+    upstream = await failover_routes(meter, routes, call)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    source = relay_chunks(upstream, meter, ChunkWriter(meter.model), include_usage=include_usage)
+    source = relay_chunks(
+        upstream, meter, reply.writer(meter.model), filters_for(body), include_usage=include_usage
+    )
     # Start the relay here, so that its `finally` owns the upstream and the row from now on.
     first = await anext(source, b"")
     return SSEResponse(source, first=first)
@@ -148,39 +180,68 @@ async def failover(
     call: Callable[[UpstreamTarget], Awaitable[T]],
 ) -> T:
     """Try upstreams in order until one answers; nothing has reached the client yet."""
+    return await failover_routes(
+        meter, [Route(meter.model, targets)], lambda target, _model: call(target)
+    )
+
+
+async def failover_routes(
+    meter: UsageMeter,
+    routes: list[Route],
+    call: Callable[[UpstreamTarget, str], Awaitable[T]],
+) -> T:
+    """Try each route's upstreams in order until one answers; the row if none does."""
     failures: list[UpstreamFailure] = []
-    for target in targets[: settings.UPSTREAM_MAX_TRIES]:
-        meter.upstream_id, meter.upstream_label = target.id, target.label
-        try:
-            value = await call(target)
-        except UpstreamFailure as failure:
-            logger.warning(
-                "upstream try failed",
-                extra={
-                    "upstream": target.label,
-                    "failure": failure.kind.value,
-                    "upstream_status": failure.status,
-                    "reason": failure.message,
-                },
-            )
-            failures.append(failure)
-            await mark_failure(target, failure)
-            if failure.kind.is_clients_fault:
-                break
-            continue
-        await mark_success(target)
-        return value
+    for route in routes:
+        for target in route.targets[: settings.UPSTREAM_MAX_TRIES]:
+            meter.upstream_id, meter.upstream_label = target.id, target.label
+            meter.upstream_model = route.model
+            try:
+                value = await call(target, route.model)
+            except UpstreamFailure as failure:
+                _log_try(target, failure)
+                failures.append(failure)
+                await mark_failure(target, failure)
+                if failure.kind.is_clients_fault:
+                    break
+                continue
+            await mark_success(target)
+            return value
+        if failures and failures[-1].kind is FailureKind.BAD_REQUEST:
+            break  # another model would refuse the same request
+    raise await _refused(meter, failures)
+
+
+def _log_try(target: UpstreamTarget, failure: UpstreamFailure) -> None:
+    logger.warning(
+        "upstream try failed",
+        extra={
+            "upstream": target.label,
+            "failure": failure.kind.value,
+            "upstream_status": failure.status,
+            "reason": failure.message,
+        },
+    )
+
+
+async def _refused(meter: UsageMeter, failures: list[UpstreamFailure]) -> OpenAIError:
+    """Write the row of a call no upstream answered; the error to raise."""
     error = error_for_failures(failures, meter.model)
     clients_fault = bool(failures) and failures[-1].kind.is_clients_fault
     status = UsageStatus.INVALID_REQUEST if clients_fault else UsageStatus.UPSTREAM_ERROR
     if not failures:
-        meter.upstream_id, meter.upstream_label = None, ""
+        meter.upstream_id, meter.upstream_label, meter.upstream_model = None, "", ""
     await finish(meter, Outcome(status, error.status, no_usage(), error=error.message))
-    raise error
+    return error
 
 
 async def relay_chunks(
-    upstream: ChatStream, meter: UsageMeter, writer: ChunkWriter, *, include_usage: bool
+    upstream: ChatStream,
+    meter: UsageMeter,
+    writer: ChunkWriter,
+    filters: FilterChain,
+    *,
+    include_usage: bool,
 ) -> AsyncGenerator[bytes, None]:
     """Upstream events → OpenAI chunks, metered; the row is written whatever happens."""
     tool_index = 0
@@ -189,27 +250,38 @@ async def relay_chunks(
     try:
         async for event in upstream.events():
             if isinstance(event, TextDelta):
-                yield pending + writer.content(event.text)
-                meter.add_delivered(event.text)
+                text = filters.feed(event.text)
+                if text:
+                    yield pending + writer.content(text)
+                    meter.add_delivered(text)
+                    pending = b""
+                if filters.stopped:
+                    meter.reported = None  # the upstream's figure counts text never sent
+                    break
             elif isinstance(event, ReasoningDelta):
-                yield pending + writer.reasoning(event.text)
-                meter.add_delivered(event.text)
+                chunk = writer.reasoning(event.text)
+                if chunk:
+                    yield pending + chunk
+                    meter.add_delivered(event.text)
+                    pending = b""
             elif isinstance(event, ToolCallEvent):
                 yield pending + writer.tool_call(tool_index, event)
                 meter.add_delivered(event.name + event.arguments)
                 tool_index += 1
+                pending = b""
             elif isinstance(event, UsageEvent):
                 meter.reported = event.usage
-                continue
             elif isinstance(event, Finish):
                 reason = event.reason
-                continue
             else:
                 # The row is written before the last event: a client that saw it finds it.
                 await finish(meter, _failed_midway(meter, event))
                 yield pending + error_event(event.message, event.code)
                 return
-            pending = b""
+        rest = filters.flush()
+        if rest:
+            pending += writer.content(rest)
+            meter.add_delivered(rest)
         usage, estimated = meter.usage(complete=True)
         tail = pending + writer.finish("tool_calls" if tool_index else reason)
         if include_usage:

@@ -66,3 +66,19 @@ class ChatCompletionRequest(Lenient):
     response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     user: str | None = None
+
+
+class CompletionRequest(Lenient):
+    model: str = Field(min_length=1, max_length=200)
+    prompt: str | list[str]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=None, ge=1)
+    logprobs: int | None = None
+    echo: bool = False
+    seed: int | None = None
+    user: str | None = None

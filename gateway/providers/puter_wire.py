@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ SERVER_CODES = frozenset(
 # Families whose providers subtract cached tokens from prompt_tokens (PUTER.md B 14).
 _CACHED_SUBTRACTED = ("gpt-", "o1", "o3", "o4", "chatgpt-", "gemini-", "llama-", "grok-")
 _REASONING_FAMILIES = ("o1", "o3", "o4", "gpt-5")
+_LEADING_STATUS = re.compile(r"\s*([1-5]\d\d)\b")
 
 
 def model_base(model: str) -> str:
@@ -48,14 +50,15 @@ def legacy_driver(model: str) -> str:
     """The v1 driver name for a chat model (PUTER.md B 2.3)."""
     lowered = model.strip().lower()
     base = model_base(model)
+    # An explicit `openrouter:` or `ollama:` route wins over the family in the model name.
     prefixes = (
+        (("openrouter:",), "openrouter"),
+        (("ollama:",), "ollama"),
         (("claude", "anthropic/"), "claude"),
         (("mistral", "codestral", "pixtral", "magistral", "devstral", "open-mistral"), "mistral"),
         (("grok",), "xai"),
         (("deepseek-chat", "deepseek-reasoner"), "deepseek"),
         (("gemini",), "gemini"),
-        (("openrouter:",), "openrouter"),
-        (("ollama:",), "ollama"),
     )
     for starts, driver in prefixes:
         if lowered.startswith(starts) or base.startswith(starts):
@@ -93,7 +96,8 @@ def _convert_part(part: dict[str, Any], claude: bool) -> dict[str, Any]:
     image = part.get("image_url")
     url = image.get("url", "") if isinstance(image, dict) else str(image or "")
     if not claude:
-        return {"type": "image_url", "image_url": {"url": url}}
+        # Pass the part through whole: `detail` and any other field reach the provider.
+        return part if isinstance(image, dict) else {"type": "image_url", "image_url": {"url": url}}
     # Puter's Claude adapter passes blocks through unconverted: send Anthropic's own form.
     if url.startswith("data:") and ";base64," in url:
         media_type, data = url[5:].split(";base64,", 1)
@@ -107,11 +111,11 @@ def _convert_part(part: dict[str, Any], claude: bool) -> dict[str, Any]:
 def chat_args(request: dict[str, Any], *, stream: bool) -> dict[str, Any]:
     """The `args` of a `puter-chat-completion` call for an OpenAI chat request."""
     model: str = request["model"]
-    args: dict[str, Any] = {
-        "model": model,
-        "messages": convert_messages(request["messages"], model),
-        "stream": stream,
-    }
+    messages = convert_messages(request["messages"], model)
+    instruction = json_instruction(request.get("response_format"))
+    if instruction:
+        messages = with_system_instruction(messages, instruction)
+    args: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
     max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
     if max_tokens:
         args["max_tokens"] = max_tokens
@@ -128,6 +132,33 @@ def chat_args(request: dict[str, Any], *, stream: bool) -> dict[str, Any]:
     if effort and model_base(model).startswith(_REASONING_FAMILIES):
         args["reasoning_effort"] = effort
     return args
+
+
+def json_instruction(response_format: Any) -> str:
+    """The system instruction that emulates JSON mode for providers without it."""
+    if not isinstance(response_format, dict):
+        return ""
+    kind = response_format.get("type")
+    if kind not in {"json_object", "json_schema"}:
+        return ""
+    text = "Reply with one JSON value only: no prose, no Markdown, no code fences."
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    if kind == "json_schema" and schema is not None:
+        text += " The JSON must conform to this JSON Schema: " + _json(schema)
+    return text
+
+
+def with_system_instruction(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """Merge `text` into the leading system message: Claude reads only the first one."""
+    if messages and messages[0].get("role") == "system":
+        first = dict(messages[0])
+        content = first.get("content")
+        if isinstance(content, list):
+            first["content"] = [*content, {"type": "text", "text": text}]
+        else:
+            first["content"] = f"{content}\n\n{text}" if content else text
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
 
 
 def _add_tools(args: dict[str, Any], request: dict[str, Any]) -> None:
@@ -201,9 +232,12 @@ def classify(
 def classify_stream_error(message: str) -> UpstreamFailure:
     """An `error` line that came first (Claude, PUTER.md B 14): judge it by its words."""
     lowered = message.lower()
-    if "429" in lowered or "rate_limit" in lowered or "rate limit" in lowered:
+    # Anthropic's messages start with the HTTP status; digits later (a request id) prove nothing.
+    leading = _LEADING_STATUS.match(lowered)
+    status = leading[1] if leading else lowered
+    if "429" in status or "rate_limit" in lowered or "rate limit" in lowered:
         return UpstreamFailure(FailureKind.RATE_LIMITED, message[:300], status=429)
-    if "400" in lowered and "529" not in lowered:
+    if "400" in status and "529" not in status:
         return UpstreamFailure(FailureKind.BAD_REQUEST, message[:300], status=400)
     return UpstreamFailure(FailureKind.SERVER, message[:300], status=502)
 
