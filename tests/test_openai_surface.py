@@ -9,7 +9,13 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.chat import (
+    ChatCompletionMessage,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+)
+from openai.types.shared_params import ResponseFormatJSONSchema
 
 from accounts.models import UsageLog, UsageStatus
 from gateway.aliases import add_alias
@@ -38,6 +44,12 @@ def sdk(gateway: Gateway, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.v1, api_key=key, max_retries=0)
 
 
+def function_calls(message: ChatCompletionMessage) -> list[ChatCompletionMessageFunctionToolCall]:
+    calls = message.tool_calls or []
+    assert all(isinstance(c, ChatCompletionMessageFunctionToolCall) for c in calls)
+    return [c for c in calls if isinstance(c, ChatCompletionMessageFunctionToolCall)]
+
+
 def last_args(fake: Fake) -> dict[str, Any]:
     return fake.stats()["requests"][-1]["body"]["args"]  # type: ignore[no-any-return]
 
@@ -48,7 +60,7 @@ def test_tool_calls_stream_into_the_same_result_as_the_complete_answer(
 ) -> None:
     client = sdk(gateway, alice_key)
     whole = client.chat.completions.create(model="gpt-4o-mini+tools", messages=ASK, tools=TOOLS)
-    calls = whole.choices[0].message.tool_calls or []
+    calls = function_calls(whole.choices[0].message)
     assert whole.choices[0].finish_reason == "tool_calls"
     assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in calls] == [
         ("call_0", "get_weather", {"q": "x"}),
@@ -58,7 +70,7 @@ def test_tool_calls_stream_into_the_same_result_as_the_complete_answer(
         model="gpt-4o-mini+tools", messages=ASK, tools=TOOLS
     ) as stream:
         streamed = stream.get_final_completion()
-    again = streamed.choices[0].message.tool_calls or []
+    again = function_calls(streamed.choices[0].message)
     assert streamed.choices[0].finish_reason == "tool_calls"
     assert [(c.id, c.function.name, c.function.arguments) for c in again] == [
         (c.id, c.function.name, c.function.arguments) for c in calls
@@ -106,7 +118,7 @@ def test_tool_choice_none_sends_no_tools_and_a_named_one_sends_only_it(
         tool_choice={"type": "function", "function": {"name": "get_time"}},
     )
     assert [t["function"]["name"] for t in last_args(fake)["tools"]] == ["get_time"]
-    assert [c.function.name for c in named.choices[0].message.tool_calls or []] == ["get_time"]
+    assert [c.function.name for c in function_calls(named.choices[0].message)] == ["get_time"]
 
 
 @pytest.mark.usefixtures("upstream")
@@ -143,11 +155,14 @@ def test_image_parts_reach_puter_as_specified_for_gpt_and_claude(
 def test_json_mode_is_emulated_with_a_system_instruction_carrying_the_schema(
     gateway: Gateway, fake: Fake, alice_key: str
 ) -> None:
-    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    schema: dict[str, object] = {"type": "object", "properties": {"city": {"type": "string"}}}
+    messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": "Be brief."}, *ASK]
+    response_format: ResponseFormatJSONSchema = {
+        "type": "json_schema",
+        "json_schema": {"name": "place", "schema": schema},
+    }
     sdk(gateway, alice_key).chat.completions.create(
-        model="claude-sonnet-4-5",
-        messages=[{"role": "system", "content": "Be brief."}, *ASK],
-        response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+        model="claude-sonnet-4-5", messages=messages, response_format=response_format
     )
     sent = last_args(fake)
     system = sent["messages"][0]
