@@ -77,3 +77,36 @@ class ModelAlias(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alias} → {self.target}"
+
+
+class Slot(models.Model):
+    """A held unit of a concurrency limit (without Redis); expires if its holder dies."""
+
+    scope = models.CharField(max_length=120)
+    holder = models.CharField(max_length=64, unique=True)
+    expires_at = models.FloatField()  # Unix time
+
+    class Meta:
+        indexes = [
+            # Acquire: WHERE scope = ? AND expires_at > ?
+            models.Index(fields=["scope", "expires_at"], name="slot_scope_expires"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.holder}"
+
+
+class Hit(models.Model):
+    """One admitted request in a rolling window (without Redis), e.g. a key's rpm."""
+
+    scope = models.CharField(max_length=120)
+    at = models.FloatField()  # Unix time
+
+    class Meta:
+        indexes = [
+            # Windows: WHERE scope = ? AND at > ?
+            models.Index(fields=["scope", "at"], name="hit_scope_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.at}"

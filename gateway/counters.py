@@ -1,0 +1,109 @@
+"""Shared counters for limits: concurrency slots and rolling windows.
+
+With REDIS_URL they live in Redis (atomic Lua scripts), so every worker of every machine
+sees them; without it in the database, so every worker of this machine does. A slot
+expires unless its process renews it, so a crash never holds a limit for ever. When the
+store cannot be reached the counters raise `CountersUnavailable`: limits fail closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from django.conf import settings
+
+SLOT_TTL = 60.0  # seconds a slot lives without renewal
+RENEW_EVERY = 15.0
+
+
+class CountersUnavailable(Exception):
+    """The shared store did not answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A rolling window after a hit was tried: was it admitted, and how full is it."""
+
+    admitted: bool
+    count: int  # hits in the window, this one included when admitted
+    reset_after: float  # seconds until the oldest hit leaves the window
+
+
+class CounterStore(Protocol):
+    async def take_slot(self, scope: str, limit: int, holder: str, now: float) -> bool: ...
+
+    async def release_slot(self, scope: str, holder: str) -> None: ...
+
+    async def renew_slots(self, holders: dict[str, str], until: float) -> None: ...
+
+    async def count_slots(self, scope: str, now: float) -> int: ...
+
+    async def hit(self, scope: str, limit: int, window: float, now: float) -> Window: ...
+
+    async def peek(self, scope: str, window: float, now: float) -> Window: ...
+
+
+_store: CounterStore | None = None
+_held: dict[str, str] = {}  # holder → scope, for renewal
+_renewer: asyncio.Task[None] | None = None
+
+
+def store() -> CounterStore:
+    global _store
+    if _store is None:
+        if settings.REDIS_URL:
+            from gateway.counters_redis import RedisStore
+
+            _store = RedisStore(settings.REDIS_URL)
+        else:
+            from gateway.counters_db import DatabaseStore
+
+            _store = DatabaseStore()
+    return _store
+
+
+def new_holder() -> str:
+    return secrets.token_hex(12)
+
+
+async def take_slot(scope: str, limit: int) -> str | None:
+    """A slot of `scope` if fewer than `limit` are held; its holder id, or None."""
+    holder = new_holder()
+    if not await store().take_slot(scope, limit, holder, time.time()):
+        return None
+    _held[holder] = scope
+    _ensure_renewer()
+    return holder
+
+
+async def release_slot(scope: str, holder: str) -> None:
+    _held.pop(holder, None)
+    await store().release_slot(scope, holder)
+
+
+async def hit(scope: str, limit: int, window: float = 60.0) -> Window:
+    return await store().hit(scope, limit, window, time.time())
+
+
+async def peek(scope: str, window: float = 60.0) -> Window:
+    return await store().peek(scope, window, time.time())
+
+
+def _ensure_renewer() -> None:
+    global _renewer
+    if _renewer is None or _renewer.done():
+        _renewer = asyncio.get_running_loop().create_task(_renew_forever())
+
+
+async def _renew_forever() -> None:
+    # Keep this process's slots alive while it holds them; a dead process stops renewing.
+    while _held:
+        await asyncio.sleep(RENEW_EVERY)
+        try:
+            await store().renew_slots(dict(_held), time.time() + SLOT_TTL)
+        except CountersUnavailable:
+            continue
