@@ -7,14 +7,15 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from accounts.models import ApiKey, BudgetPeriod
+from accounts.models import ApiKey, BudgetPeriod, UserLimits
 
 KEY_PREFIX_LENGTH = 11
 _KEY_BODY_BYTES = 36  # 48 URL-safe characters
@@ -23,6 +24,10 @@ _CACHE_LIMIT = 10_000
 
 class KeyNotFound(LookupError):
     """No key has the given prefix."""
+
+
+class KeyQuotaExceeded(Exception):
+    """The user already holds as many active keys as the operator allows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,9 @@ class KeyLimits:
     token_budget: int | None = None
     budget_period: str = BudgetPeriod.NONE
     expires_at: datetime | None = None
+    # The owner's limits across all their keys.
+    user_token_budget: int | None = None
+    user_budget_period: str = BudgetPeriod.NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +57,14 @@ class KeyFacts:
     expires_at: datetime | None
     revoked: bool
     limits: KeyLimits
+    # Set when the secret presented is the one a rotation replaced.
+    secret_valid_until: datetime | None = None
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
+
+    def secret_retired(self, now: datetime) -> bool:
+        return self.secret_valid_until is not None and now >= self.secret_valid_until
 
 
 def new_secret() -> str:
@@ -64,6 +77,10 @@ def digest_key(raw_key: str) -> str:
 
 def issue_key(*, user: User, name: str, limits: KeyLimits) -> tuple[ApiKey, str]:
     """Create a key for `user`; the secret is returned here and never again."""
+    cap = UserLimits.objects.filter(user=user).values_list("max_keys", flat=True).first()
+    active = ApiKey.objects.filter(user=user, revoked_at__isnull=True).count()
+    if cap is not None and active >= cap:
+        raise KeyQuotaExceeded(f"{user.username} already holds {active} of {cap} keys allowed.")
     for _attempt in range(5):
         raw = new_secret()
         key = ApiKey(
@@ -87,6 +104,22 @@ def issue_key(*, user: User, name: str, limits: KeyLimits) -> tuple[ApiKey, str]
             continue  # a prefix collision: draw again
         return key, raw
     raise RuntimeError("could not draw a unique key prefix")
+
+
+def rotate_key(*, prefix: str, grace_minutes: int = 0) -> tuple[ApiKey, str]:
+    """A new secret for the same key record; the old one works for `grace_minutes` more."""
+    key = ApiKey.objects.filter(prefix=prefix).first()
+    if key is None:
+        raise KeyNotFound(prefix)
+    # Keep the prefix: it names the key everywhere, and its usage stays on this record.
+    raw = prefix + secrets.token_urlsafe(30)
+    old = key.digest
+    key.previous_digest = old
+    key.previous_valid_until = timezone.now() + timedelta(minutes=grace_minutes)
+    key.digest = digest_key(raw)
+    key.save(update_fields=["digest", "previous_digest", "previous_valid_until"])
+    forget_key(old)
+    return key, raw
 
 
 def revoke_key(*, prefix: str) -> ApiKey:
@@ -115,8 +148,12 @@ def cached_key_facts(digest: str) -> tuple[bool, KeyFacts | None]:
 
 def load_key_facts(digest: str) -> KeyFacts | None:
     """Read a key from the database and remember it for SETTINGS_CACHE_SECONDS."""
-    key = ApiKey.objects.filter(digest=digest).first()
-    facts = None if key is None else facts_of(key)
+    key = (
+        ApiKey.objects.select_related("user__limits")
+        .filter(Q(digest=digest) | Q(previous_digest=digest))
+        .first()
+    )
+    facts = None if key is None else facts_of(key, presented=digest)
     if len(_cache) >= _CACHE_LIMIT:
         _cache.clear()
     _cache[digest] = (time.monotonic() + settings.SETTINGS_CACHE_SECONDS, facts)
@@ -127,7 +164,9 @@ def forget_key(digest: str) -> None:
     _cache.pop(digest, None)
 
 
-def facts_of(key: ApiKey) -> KeyFacts:
+def facts_of(key: ApiKey, *, presented: str = "") -> KeyFacts:
+    user_limits = getattr(key.user, "limits", None)
+    retired = bool(presented) and presented != key.digest
     return KeyFacts(
         id=key.pk,
         user_id=key.user_id,
@@ -145,5 +184,8 @@ def facts_of(key: ApiKey) -> KeyFacts:
             token_budget=key.token_budget,
             budget_period=key.budget_period,
             expires_at=key.expires_at,
+            user_token_budget=user_limits.token_budget if user_limits else None,
+            user_budget_period=user_limits.budget_period if user_limits else BudgetPeriod.NONE,
         ),
+        secret_valid_until=(key.previous_valid_until or key.created) if retired else None,
     )

@@ -34,16 +34,40 @@ class ApiKey(models.Model):
     budget_period = models.CharField(
         max_length=5, choices=BudgetPeriod.choices, default=BudgetPeriod.NONE
     )
+    # After a rotation the old secret keeps working until previous_valid_until.
+    previous_digest = models.CharField(max_length=64, blank=True, default="")
+    previous_valid_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "API key"
         indexes = [
             # The portal's key list: WHERE user_id = ? ORDER BY created
             models.Index(fields=["user", "created"], name="apikey_user_created"),
+            # Authentication during a rotation's grace period: WHERE previous_digest = ?
+            models.Index(fields=["previous_digest"], name="apikey_previous_digest"),
         ]
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.name})" if self.name else f"{self.prefix}…"
+
+
+class UserLimits(models.Model):
+    """Limits across all of a user's keys, set by an operator."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="limits"
+    )
+    token_budget = models.PositiveBigIntegerField(null=True, blank=True)
+    budget_period = models.CharField(
+        max_length=5, choices=BudgetPeriod.choices, default=BudgetPeriod.NONE
+    )
+    max_keys = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "user limits"
+
+    def __str__(self) -> str:
+        return f"limits of user {self.user_id}"
 
 
 class Endpoint(models.TextChoices):

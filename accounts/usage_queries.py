@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, Sum
+from django.db.models import Min, Sum
 from django.db.models.functions import Coalesce
 
 from accounts.models import ApiKey, BudgetPeriod, UsageDaily, UsageLog
@@ -46,18 +46,16 @@ def key_totals(key_id: int, *, since: dt.date | None = None) -> Totals:
     return Totals(sums["requests"], sums["prompt"], sums["completion"], sums["total"])
 
 
-def last_minute(key_id: int, now: dt.datetime) -> tuple[int, int]:
-    """(requests, tokens) of the rolling 60 seconds before `now`."""
-    window = UsageLog.objects.filter(key_id=key_id, created__gt=now - dt.timedelta(seconds=60))
-    sums = window.aggregate(requests=Count("id"), tokens=Coalesce(Sum("total_tokens"), 0))
-    return sums["requests"], sums["tokens"]
+def key_report(key_id: int, now: dt.datetime, *, requests_minute: int) -> dict[str, object]:
+    """What `GET /v1/key` answers (DESIGN.md section 5).
 
-
-def key_report(key_id: int, now: dt.datetime) -> dict[str, object]:
-    """What `GET /v1/key` answers (DESIGN.md section 5)."""
+    `requests_minute` comes from the same counter admission uses; tokens from the ledger.
+    """
     key = ApiKey.objects.get(pk=key_id)
     totals = key_totals(key_id)
-    requests_minute, tokens_minute = last_minute(key_id, now)
+    tokens_minute = spending(
+        key_id=key_id, user_id=key.user_id, key_period=None, user_period=None, minute=True, now=now
+    ).minute_tokens
     bounds = period_bounds(key.budget_period, now)
     in_budget: int | None = None
     if key.token_budget is not None:
@@ -90,3 +88,51 @@ def key_report(key_id: int, now: dt.datetime) -> dict[str, object]:
             "budget_resets_at": int(bounds[1].timestamp()) if bounds else None,
         },
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Spending:
+    """What a key's limits compare against, read in one database step."""
+
+    key_period_tokens: int
+    user_period_tokens: int
+    minute_tokens: int
+    minute_reset_after: float  # seconds until the oldest of those tokens leave the window
+
+
+def user_tokens_since(user_id: int, since: dt.date | None) -> int:
+    rows = UsageDaily.objects.filter(user_id=user_id)
+    if since is not None:
+        rows = rows.filter(day__gte=since)
+    return int(rows.aggregate(total=Coalesce(Sum("total_tokens"), 0))["total"])
+
+
+def spending(
+    *,
+    key_id: int,
+    user_id: int,
+    key_period: str | None,
+    user_period: str | None,
+    minute: bool,
+    now: dt.datetime,
+) -> Spending:
+    """Tokens of the key's and the user's current budget periods and of the last minute.
+
+    A period of None skips that question; "none" means a lifetime budget.
+    """
+    key_tokens = user_tokens = minute_tokens = 0
+    reset = 0.0
+    if key_period is not None:
+        bounds = period_bounds(key_period, now)
+        key_tokens = key_totals(key_id, since=bounds[0] if bounds else None).total_tokens
+    if user_period is not None:
+        bounds = period_bounds(user_period, now)
+        user_tokens = user_tokens_since(user_id, bounds[0] if bounds else None)
+    if minute:
+        window = UsageLog.objects.filter(
+            key_id=key_id, created__gt=now - dt.timedelta(seconds=60)
+        ).aggregate(tokens=Coalesce(Sum("total_tokens"), 0), oldest=Min("created"))
+        minute_tokens = window["tokens"]
+        if window["oldest"] is not None:
+            reset = (window["oldest"] + dt.timedelta(seconds=60) - now).total_seconds()
+    return Spending(key_tokens, user_tokens, minute_tokens, max(reset, 0.0))

@@ -1,7 +1,8 @@
-"""Admission: may this key make this call, and which upstreams may serve it."""
+"""Admission: may this key make this call now, and which upstreams may serve it."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from accounts.keys import KeyFacts
@@ -9,6 +10,7 @@ from accounts.models import UsageStatus
 from gateway.aliases import models_to_try
 from gateway.catalogue import allowed
 from gateway.errors import OpenAIError, model_not_allowed
+from gateway.limits import Grant, LimitRefusal, check_limits
 from gateway.pool import candidates
 from gateway.providers.base import UpstreamTarget
 
@@ -30,8 +32,21 @@ class Route:
     targets: list[UpstreamTarget]
 
 
-async def admit_request(*, key: KeyFacts, model: str) -> list[Route]:
-    """Check the key's allow-lists; the routes to try: the model, or an alias's chain."""
+@dataclass(frozen=True, slots=True)
+class Admission:
+    routes: list[Route]
+    grant: Grant
+
+
+async def admit_request(
+    *, key: KeyFacts, model: str, client_ip: str, now: dt.datetime
+) -> Admission:
+    """Check allow-lists and limits in one step; the routes to try, the slot held."""
     if not allowed(model, key):
         raise Refused(model_not_allowed(model), UsageStatus.REJECTED)
-    return [Route(name, await candidates(name)) for name in await models_to_try(model)]
+    try:
+        grant = await check_limits(key, client_ip=client_ip, now=now)
+    except LimitRefusal as refusal:
+        raise Refused(refusal.error, UsageStatus.REJECTED) from None
+    routes = [Route(name, await candidates(name)) for name in await models_to_try(model)]
+    return Admission(routes, grant)

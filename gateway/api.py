@@ -18,7 +18,10 @@ from accounts.models import Endpoint
 from accounts.usage_queries import key_report
 from gateway.auth import ApiKeyAuth
 from gateway.catalogue import models_for
+from gateway.counters import CountersUnavailable, peek
 from gateway.errors import OpenAIError, invalid_api_key, invalid_request, model_not_found
+from gateway.limits import limits_unavailable
+from gateway.media_api import media_router
 from gateway.relay import METERED_PATHS, TEXT_FORMAT, chat_completions, record_invalid
 from gateway.schemas import ChatCompletionRequest, CompletionRequest
 
@@ -32,6 +35,7 @@ api = NinjaAPI(
     auth=ApiKeyAuth(),
     docs_url=None,
 )
+api.add_router("/", media_router)
 
 
 def _json(payload: Any, status: int = 200) -> HttpResponse:
@@ -82,7 +86,14 @@ async def create_completion(request: HttpRequest, payload: CompletionRequest) ->
 @api.get("/key", summary="This key's limits, usage so far and what remains")
 async def describe_key(request: HttpRequest) -> HttpResponse:
     key: KeyFacts = request.auth  # type: ignore[attr-defined]
-    return _json(await run_in_db_thread(key_report, key.id, timezone.now()))
+    requests = 0
+    if key.limits.rpm is not None:
+        try:
+            requests = (await peek(f"rpm:{key.id}")).count
+        except CountersUnavailable:
+            raise limits_unavailable().error from None
+    report = await run_in_db_thread(key_report, key.id, timezone.now(), requests_minute=requests)
+    return _json(report)
 
 
 def _unsupported_legacy(payload: CompletionRequest) -> OpenAIError | None:

@@ -29,9 +29,10 @@ async def authenticate_key(raw_key: str) -> KeyFacts:
     hit, facts = cached_key_facts(digest)
     if not hit:
         facts = await run_in_db_thread(load_key_facts, digest)
-    if facts is None or facts.revoked:
+    now = timezone.now()
+    if facts is None or facts.revoked or facts.secret_retired(now):
         raise invalid_api_key()
-    if facts.is_expired(timezone.now()):
+    if facts.is_expired(now):
         raise key_expired()
     return facts
 

@@ -58,7 +58,7 @@ def store() -> CounterStore:
         if settings.REDIS_URL:
             from gateway.counters_redis import RedisStore
 
-            _store = RedisStore(settings.REDIS_URL)
+            _store = RedisStore(settings.REDIS_URL, settings.REDIS_KEY_PREFIX)
         else:
             from gateway.counters_db import DatabaseStore
 

@@ -10,7 +10,6 @@ from redis.exceptions import RedisError
 
 from gateway.counters import SLOT_TTL, CountersUnavailable, Window
 
-_PREFIX = "pg:c:"
 
 # KEYS[1] slot set; ARGV: now, limit, holder, expires_at
 _TAKE_SLOT = """
@@ -40,8 +39,9 @@ return {admitted, count, tostring(reset)}
 
 
 class RedisStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str) -> None:
         self._url = url
+        self._prefix = prefix + ":c:"
         self._clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
         self._counter = 0
 
@@ -63,11 +63,11 @@ class RedisStore:
 
     async def take_slot(self, scope: str, limit: int, holder: str, now: float) -> bool:
         args = [now, limit, holder, now + SLOT_TTL]
-        return bool(await self._eval(_TAKE_SLOT, [_PREFIX + "slot:" + scope], args))
+        return bool(await self._eval(_TAKE_SLOT, [self._prefix + "slot:" + scope], args))
 
     async def release_slot(self, scope: str, holder: str) -> None:
         try:
-            await self._client().zrem(_PREFIX + "slot:" + scope, holder)
+            await self._client().zrem(self._prefix + "slot:" + scope, holder)
         except (RedisError, OSError) as exc:
             raise CountersUnavailable(str(exc)) from None
 
@@ -75,14 +75,14 @@ class RedisStore:
         try:
             async with self._client().pipeline(transaction=False) as pipe:
                 for holder, scope in holders.items():
-                    pipe.zadd(_PREFIX + "slot:" + scope, {holder: until}, xx=True)
+                    pipe.zadd(self._prefix + "slot:" + scope, {holder: until}, xx=True)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise CountersUnavailable(str(exc)) from None
 
     async def count_slots(self, scope: str, now: float) -> int:
         try:
-            return int(await self._client().zcount(_PREFIX + "slot:" + scope, now, "+inf"))
+            return int(await self._client().zcount(self._prefix + "slot:" + scope, now, "+inf"))
         except (RedisError, OSError) as exc:
             raise CountersUnavailable(str(exc)) from None
 
@@ -90,13 +90,13 @@ class RedisStore:
         self._counter += 1
         member = f"{now:.6f}:{id(self)}:{self._counter}"
         admitted, count, reset = await self._eval(
-            _HIT, [_PREFIX + "win:" + scope], [now, limit, window, member]
+            _HIT, [self._prefix + "win:" + scope], [now, limit, window, member]
         )
         return Window(bool(admitted), int(count), max(float(reset), 0.0))
 
     async def peek(self, scope: str, window: float, now: float) -> Window:
         # A limit of zero never admits: the script only prunes and counts.
         _admitted, count, reset = await self._eval(
-            _HIT, [_PREFIX + "win:" + scope], [now, 0, window, "peek"]
+            _HIT, [self._prefix + "win:" + scope], [now, 0, window, "peek"]
         )
         return Window(False, int(count), max(float(reset), 0.0))

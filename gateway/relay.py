@@ -18,6 +18,7 @@ from accounts.keys import KeyFacts
 from accounts.models import Endpoint, UsageStatus
 from gateway.admission import Refused, Route, admit_request
 from gateway.errors import OpenAIError, error_for_failures
+from gateway.limits import release
 from gateway.logs import request_id_var
 from gateway.openai_format import DONE, ChunkWriter, chat_completion, error_event
 from gateway.pool import mark_failure, mark_success
@@ -46,7 +47,13 @@ logger = logging.getLogger("gateway.request")
 T = TypeVar("T")
 
 # Calls that are metered: an authenticated call refused for its body still leaves a row.
-METERED_PATHS = {"/v1/chat/completions": Endpoint.CHAT, "/v1/completions": Endpoint.COMPLETIONS}
+METERED_PATHS = {
+    "/v1/chat/completions": Endpoint.CHAT,
+    "/v1/completions": Endpoint.COMPLETIONS,
+    "/v1/images/generations": Endpoint.IMAGES,
+    "/v1/audio/speech": Endpoint.SPEECH,
+    "/v1/videos": Endpoint.VIDEOS,
+}
 
 
 def new_meter(
@@ -84,10 +91,24 @@ async def chat_completions(
 ) -> HttpResponseBase:
     meter = new_meter(request, key, reply.endpoint, body)
     try:
-        routes = await admit_request(key=key, model=meter.model)
-        if meter.stream:
-            return await _stream(meter, routes, body, reply)
-        return await _complete(meter, routes, body, reply)
+        admission = await admit_request(
+            key=key,
+            model=meter.model,
+            client_ip=request.META.get("REMOTE_ADDR", ""),
+            now=meter.created,
+        )
+        meter.grant = admission.grant
+        try:
+            if meter.stream:
+                response: HttpResponseBase = await _stream(meter, admission.routes, body, reply)
+            else:
+                response = await _complete(meter, admission.routes, body, reply)
+        except OpenAIError as upstream_error:
+            upstream_error.headers = {**admission.grant.headers, **upstream_error.headers}
+            raise
+        for name, value in admission.grant.headers.items():
+            response[name] = value
+        return response
     except Refused as refused:
         error = refused.error
         await finish(meter, Outcome(refused.status, error.status, no_usage(), error=error.message))
@@ -312,6 +333,9 @@ async def finish(meter: UsageMeter, outcome: Outcome) -> None:
         raise
     except Exception:
         logger.exception("usage row not written", extra={"key": meter.key_prefix})
+    finally:
+        if meter.grant is not None:
+            await asyncio.shield(release(meter.grant))
     logger.info(
         "model call",
         extra={

@@ -11,7 +11,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.models import UsageDaily, UsageLog, UsageStatus
+from accounts.models import ApiKey, UsageDaily, UsageLog, UsageStatus
+from gateway.limits import Grant
 from gateway.models import Upstream
 from gateway.providers.base import Usage
 from gateway.tokens import count_messages, count_text
@@ -19,6 +20,7 @@ from gateway.tokens import count_messages, count_text
 # Write an upstream's last_ok_at at most this often: it is a dashboard hint, not a counter.
 _LAST_OK_EVERY = 60.0
 _last_ok_written: dict[int, float] = {}
+_last_used_written: dict[int, float] = {}
 
 
 @dataclass(slots=True)
@@ -42,6 +44,7 @@ class UsageMeter:
     reported: Usage | None = None
     delivered: list[str] = field(default_factory=list)
     recorded: bool = False
+    grant: Grant | None = None  # limits held while the request runs
 
     def add_delivered(self, text: str) -> None:
         if self.first_token_at is None:
@@ -111,6 +114,7 @@ def record_usage(meter: UsageMeter, outcome: Outcome) -> UsageLog:
         _add_to_daily(meter, outcome)
     if outcome.status == UsageStatus.OK and meter.upstream_id is not None:
         _note_upstream_ok(meter.upstream_id)
+    _note_key_used(meter.key_id)
     return row
 
 
@@ -136,6 +140,15 @@ def _add_to_daily(meter: UsageMeter, outcome: Outcome) -> None:
     except IntegrityError:
         pass  # another worker created it first
     rows.update(**increments)
+
+
+def _note_key_used(key_id: int) -> None:
+    # last_used_at is a hint for people: write it at most once a minute per key.
+    now = time.monotonic()
+    if now - _last_used_written.get(key_id, -_LAST_OK_EVERY) < _LAST_OK_EVERY:
+        return
+    _last_used_written[key_id] = now
+    ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
 
 
 def _note_upstream_ok(upstream_id: int) -> None:

@@ -12,6 +12,7 @@ import dj_database_url
 from dotenv import load_dotenv
 
 from project.env import (
+    ConfigError,
     env_bool,
     env_float,
     env_int,
@@ -111,12 +112,14 @@ DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+# Namespace of the gateway's keys in Redis, so that deployments can share a server.
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "pg")
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "pg",
+            "KEY_PREFIX": REDIS_KEY_PREFIX,
         }
     }
 else:
@@ -127,6 +130,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -135,7 +140,11 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
-STATICFILES_DIRS = [BASE_DIR / "static"]
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    # Chart.js as `npm ci` installed it (package-lock.json): served, never copied into the repo.
+    ("vendor/chart.js", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -161,6 +170,29 @@ UPSTREAM_QUEUE_TIMEOUT = env_float("UPSTREAM_QUEUE_TIMEOUT", 30.0)
 MODELS_CACHE_SECONDS = env_float("MODELS_CACHE_SECONDS", 600.0)
 # How long a key's or an upstream's settings may be served from memory (DESIGN: 5 s).
 SETTINGS_CACHE_SECONDS = env_float("SETTINGS_CACHE_SECONDS", 5.0)
+
+# Media: image `url`s are gateway URLs that stop working after MEDIA_URL_TTL seconds; video
+# calls wait minutes for Puter (UPSTREAM_VIDEO_TIMEOUT) and run as jobs, a few per process.
+PUBLIC_BASE_URL = env_str("PUBLIC_BASE_URL").rstrip("/")
+MEDIA_URL_TTL = env_float("MEDIA_URL_TTL", 3600.0, minimum=1.0)
+UPSTREAM_VIDEO_TIMEOUT = env_float("UPSTREAM_VIDEO_TIMEOUT", 900.0, minimum=1.0)
+VIDEO_DEFAULT_MODEL = env_str("VIDEO_DEFAULT_MODEL")
+VIDEO_JOBS_PER_PROCESS = env_int("VIDEO_JOBS_PER_PROCESS", 2, minimum=1)
+
+# --- the portal --------------------------------------------------------------------------
+
+# Keys people make for themselves: each limit below is the default and the most a portal key
+# may ask for (0 means no cap). How many keys a user holds is capped per user (UserLimits).
+PORTAL_KEY_RPM = env_int("PORTAL_KEY_RPM", 60)
+PORTAL_KEY_TPM = env_int("PORTAL_KEY_TPM", 0)
+PORTAL_KEY_CONCURRENCY = env_int("PORTAL_KEY_CONCURRENCY", 4)
+PORTAL_KEY_BUDGET_TOKENS = env_int("PORTAL_KEY_BUDGET_TOKENS", 0)
+PORTAL_KEY_BUDGET_PERIOD = env_str("PORTAL_KEY_BUDGET_PERIOD", "month")
+if PORTAL_KEY_BUDGET_PERIOD not in {"none", "day", "month"}:
+    raise ConfigError(
+        f"PORTAL_KEY_BUDGET_PERIOD must be none, day or month, not {PORTAL_KEY_BUDGET_PERIOD!r}"
+    )
+PORTAL_ROTATION_GRACE_MINUTES = env_int("PORTAL_ROTATION_GRACE_MINUTES", 60)
 
 ADMIN_USERNAME = env_str("ADMIN_USERNAME", "admin")
 ADMIN_PASSWORD = env_str("ADMIN_PASSWORD")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from gateway.testing.fake_puter import FakePuter
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOG_DIR = Path(settings.VAR_DIR) / "test-logs"
+# Redis keys of this run's gateways: never shared with another run or worker.
+REDIS_PREFIX = f"test-{secrets.token_hex(4)}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 # Every API key and upstream token the suite creates: none may ever reach a log line.
 ISSUED_SECRETS: list[str] = []
 
@@ -98,7 +101,7 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
-def start_gateway(fake_url: str, name: str, **env: str) -> Gateway:
+def start_gateway(fake_url: str, name: str, *, workers: int = 1, **env: str) -> Gateway:
     port = free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"gateway-{name}-{_worker()}.log"
@@ -112,11 +115,13 @@ def start_gateway(fake_url: str, name: str, **env: str) -> Gateway:
         "SETTINGS_CACHE_SECONDS": "0",
         "UPSTREAM_READ_TIMEOUT": "5",
         "LOG_FORMAT": "json",
+        "REDIS_KEY_PREFIX": REDIS_PREFIX,
         **env,
     }
     command = [
         sys.executable, "-m", "uvicorn", "project.asgi:application",
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+        "--workers", str(workers),
     ]  # fmt: skip
     with log_path.open("ab") as log:
         process = subprocess.Popen(

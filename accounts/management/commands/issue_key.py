@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.key_options import budget_of, normalize_networks, parse_expiry, split_names
-from accounts.keys import KeyLimits, issue_key
+from accounts.keys import KeyLimits, KeyQuotaExceeded, issue_key
 from accounts.people import get_or_create_key_holder
 
 
@@ -38,7 +38,10 @@ class Command(BaseCommand):
                 user, created = get_or_create_key_holder(username=options["username"])
             except ValidationError as exc:
                 raise CommandError(" ".join(exc.messages)) from None
-            key, raw = issue_key(user=user, name=options["name"], limits=limits)
+            try:
+                key, raw = issue_key(user=user, name=options["name"], limits=limits)
+            except KeyQuotaExceeded as exc:
+                raise CommandError(str(exc)) from None
         if created:
             self.stderr.write(f"Created user {user.username} (no password, not staff).")
         self.stderr.write(f"Issued key {key.prefix}… for {user.username}.")
