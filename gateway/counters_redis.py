@@ -10,7 +10,6 @@ from redis.exceptions import RedisError
 
 from gateway.counters import SLOT_TTL, CountersUnavailable, Window
 
-
 # KEYS[1] slot set; ARGV: now, limit, holder, expires_at
 _TAKE_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
