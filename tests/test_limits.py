@@ -20,7 +20,7 @@ from tests.conftest import Fake, Gateway
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+CHAT: dict[str, object] = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def call(gateway: Gateway, key: str, body: dict[str, object] = CHAT) -> httpx.Response:
