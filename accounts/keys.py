@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -65,6 +65,26 @@ class KeyFacts:
 
     def secret_retired(self, now: datetime) -> bool:
         return self.secret_valid_until is not None and now >= self.secret_valid_until
+
+
+def with_defaults(limits: KeyLimits) -> KeyLimits:
+    """Fill the limits nobody named with the operator's defaults (KEY_DEFAULT_*)."""
+    budget = limits.token_budget
+    period = limits.budget_period
+    if budget is None and settings.KEY_DEFAULT_TOKEN_BUDGET is not None:
+        budget, period = settings.KEY_DEFAULT_TOKEN_BUDGET, settings.KEY_DEFAULT_BUDGET_PERIOD
+    return replace(
+        limits,
+        rpm=limits.rpm if limits.rpm is not None else settings.KEY_DEFAULT_RPM,
+        tpm=limits.tpm if limits.tpm is not None else settings.KEY_DEFAULT_TPM,
+        max_concurrency=(
+            limits.max_concurrency
+            if limits.max_concurrency is not None
+            else settings.KEY_DEFAULT_CONCURRENCY
+        ),
+        token_budget=budget,
+        budget_period=period,
+    )
 
 
 def new_secret() -> str:

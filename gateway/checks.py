@@ -73,3 +73,15 @@ def check_secret_key(**kwargs: Any) -> list[CheckMessage]:
             id="gateway.E004",
         )
     ]
+
+
+@register()
+def check_key_defaults(**kwargs: Any) -> list[CheckMessage]:
+    if settings.KEY_DEFAULT_BUDGET_PERIOD in {"none", "day", "month"}:
+        return []
+    return [
+        Error(
+            "KEY_DEFAULT_BUDGET_PERIOD must be none, day or month.",
+            id="gateway.E005",
+        )
+    ]

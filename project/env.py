@@ -40,6 +40,10 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def env_optional_int(name: str, *, minimum: int = 0) -> int | None:
+    return env_int(name, 0, minimum=minimum) if env_str(name) else None
+
+
 def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
     raw = env_str(name)
     if not raw:

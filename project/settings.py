@@ -17,6 +17,7 @@ from project.env import (
     env_float,
     env_int,
     env_list,
+    env_optional_int,
     env_str,
     secret_from_file,
 )
@@ -152,6 +153,18 @@ STORAGES = {
 
 X_FRAME_OPTIONS = "DENY"
 
+# Production behind TLS: HTTPS=true turns every one of these on (`check --deploy` is then
+# clean); each can still be set on its own. Off by default so http://127.0.0.1 works.
+# The portal and admin are redirected; /v1 and the probes (lean handler) are not: a key
+# already sent in clear is not saved by a redirect, so serve /v1 on HTTPS only.
+HTTPS = env_bool("HTTPS")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", HTTPS)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", HTTPS)
+
 # --- the gateway -------------------------------------------------------------------------
 
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 32 * 1024 * 1024, minimum=1024)
@@ -170,6 +183,10 @@ UPSTREAM_QUEUE_TIMEOUT = env_float("UPSTREAM_QUEUE_TIMEOUT", 30.0)
 MODELS_CACHE_SECONDS = env_float("MODELS_CACHE_SECONDS", 600.0)
 # How long a key's or an upstream's settings may be served from memory (DESIGN: 5 s).
 SETTINGS_CACHE_SECONDS = env_float("SETTINGS_CACHE_SECONDS", 5.0)
+# Failed authentications one client address may make in a minute before it gets 429s.
+AUTH_FAILURES_PER_MINUTE = env_int("AUTH_FAILURES_PER_MINUTE", 20)
+# `/metrics` answers only when this is set, and only to `Authorization: Bearer <it>`.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # Media: image `url`s are gateway URLs that stop working after MEDIA_URL_TTL seconds; video
 # calls wait minutes for Puter (UPSTREAM_VIDEO_TIMEOUT) and run as jobs, a few per process.
@@ -193,6 +210,13 @@ if PORTAL_KEY_BUDGET_PERIOD not in {"none", "day", "month"}:
         f"PORTAL_KEY_BUDGET_PERIOD must be none, day or month, not {PORTAL_KEY_BUDGET_PERIOD!r}"
     )
 PORTAL_ROTATION_GRACE_MINUTES = env_int("PORTAL_ROTATION_GRACE_MINUTES", 60)
+
+# Limits a new key gets when whoever issues it names none (unset: no such limit).
+KEY_DEFAULT_RPM = env_optional_int("KEY_DEFAULT_RPM", minimum=1)
+KEY_DEFAULT_TPM = env_optional_int("KEY_DEFAULT_TPM", minimum=1)
+KEY_DEFAULT_CONCURRENCY = env_optional_int("KEY_DEFAULT_CONCURRENCY", minimum=1)
+KEY_DEFAULT_TOKEN_BUDGET = env_optional_int("KEY_DEFAULT_TOKEN_BUDGET", minimum=1)
+KEY_DEFAULT_BUDGET_PERIOD = env_str("KEY_DEFAULT_BUDGET_PERIOD", "none")
 
 ADMIN_USERNAME = env_str("ADMIN_USERNAME", "admin")
 ADMIN_PASSWORD = env_str("ADMIN_PASSWORD")

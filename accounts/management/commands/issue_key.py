@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.key_options import budget_of, normalize_networks, parse_expiry, split_names
-from accounts.keys import KeyLimits, KeyQuotaExceeded, issue_key
+from accounts.keys import KeyLimits, KeyQuotaExceeded, issue_key, with_defaults
 from accounts.people import get_or_create_key_holder
 
 
@@ -32,7 +32,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        limits = limits_from_options(options)
+        limits = with_defaults(limits_from_options(options))
         with transaction.atomic():
             try:
                 user, created = get_or_create_key_holder(username=options["username"])

@@ -1,0 +1,86 @@
+"""The shared counters, on the database and (when it answers) on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+
+import pytest
+
+from gateway.counters import SLOT_TTL, CounterStore
+from gateway.counters_db import DatabaseStore
+from gateway.counters_redis import RedisStore
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _redis_answers() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+STORES = ["database"] + (["redis"] if _redis_answers() else [])
+
+
+def make_store(kind: str) -> CounterStore:
+    if kind == "redis":
+        url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        return RedisStore(url, f"test-{secrets.token_hex(4)}")
+    return DatabaseStore()
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_slots_are_capped_released_and_expire(kind: str) -> None:
+    store = make_store(kind)
+
+    async def run() -> list[bool]:
+        now = 1_000_000.0
+        taken = [await store.take_slot("s", 2, f"h{n}", now) for n in range(3)]
+        await store.release_slot("s", "h0")
+        taken.append(await store.take_slot("s", 2, "h3", now + 1))
+        # h1 and h3 die without renewal: after the TTL their slots are free again.
+        later = now + SLOT_TTL + 2
+        taken.append(await store.take_slot("s", 2, "h4", later))
+        taken.append(await store.take_slot("s", 2, "h5", later))
+        taken.append(await store.take_slot("s", 2, "h6", later))
+        return taken
+
+    assert asyncio.run(run()) == [True, True, False, True, True, True, False]
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_renewed_slots_outlive_their_first_ttl(kind: str) -> None:
+    store = make_store(kind)
+
+    async def run() -> bool:
+        now = 2_000_000.0
+        assert await store.take_slot("r", 1, "keeper", now)
+        await store.renew_slots({"keeper": "r"}, now + SLOT_TTL * 3)
+        return await store.take_slot("r", 1, "other", now + SLOT_TTL + 1)
+
+    assert asyncio.run(run()) is False
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_windows_admit_up_to_the_limit_and_roll(kind: str) -> None:
+    store = make_store(kind)
+
+    async def run() -> list[tuple[bool, int, float]]:
+        now = 3_000_000.0
+        results = [await store.hit("w", 2, 60, now + n) for n in range(3)]
+        results.append(await store.peek("w", 60, now + 30))
+        results.append(await store.hit("w", 2, 60, now + 60.5))
+        return [(w.admitted, w.count, round(w.reset_after, 1)) for w in results]
+
+    assert asyncio.run(run()) == [
+        (True, 1, 60.0),
+        (True, 2, 59.0),
+        (False, 2, 58.0),
+        (False, 2, 30.0),
+        (True, 2, 0.5),
+    ]
