@@ -21,7 +21,6 @@ from gateway.catalogue import models_for
 from gateway.counters import CountersUnavailable, peek
 from gateway.errors import OpenAIError, invalid_api_key, invalid_request, model_not_found
 from gateway.limits import limits_unavailable
-from gateway.media_api import media_router
 from gateway.relay import METERED_PATHS, TEXT_FORMAT, chat_completions, record_invalid
 from gateway.schemas import ChatCompletionRequest, CompletionRequest
 
@@ -35,7 +34,6 @@ api = NinjaAPI(
     auth=ApiKeyAuth(),
     docs_url=None,
 )
-api.add_router("/", media_router)
 
 
 def _json(payload: Any, status: int = 200) -> HttpResponse:
