@@ -15,15 +15,19 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from accounts.key_options import budget_of, normalize_networks, split_names
-from accounts.keys import KeyLimits, forget_key, issue_key, revoke_key
+from accounts.keys import KeyLimits, forget_key, issue_key, revoke_key, rotate_key
 from accounts.ledger_admin import UsageDailyAdmin, UsageLogAdmin
-from accounts.models import ApiKey, UsageDaily, UsageLog
+from accounts.models import ApiKey, UsageDaily, UsageLog, UserLimits
+
+ROTATION_GRACE_MINUTES = 60
 
 if TYPE_CHECKING:
+    _LimitsAdminBase = admin.ModelAdmin[UserLimits]
     _KeyAdminBase = admin.ModelAdmin[ApiKey]
     _KeyFormBase = forms.ModelForm[ApiKey]
 else:
     # Django's classes are generic only in django-stubs: subscript them for mypy alone.
+    _LimitsAdminBase = admin.ModelAdmin
     _KeyAdminBase = admin.ModelAdmin
     _KeyFormBase = forms.ModelForm
 
@@ -139,7 +143,7 @@ class ApiKeyAdmin(_KeyAdminBase):
     list_select_related = ("user",)
     autocomplete_fields = ("user",)
     ordering = ("-created",)
-    actions = ("revoke_selected",)
+    actions = ("revoke_selected", "rotate_selected")
 
     def get_fieldsets(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
         first = _KEY_FIELDSET if obj is not None else ("user", "name", "expires_at")
@@ -183,9 +187,7 @@ class ApiKeyAdmin(_KeyAdminBase):
             "key": obj,
             "secret": secret,
         }
-        response = TemplateResponse(request, "admin/accounts/apikey/key_created.html", context)
-        response["Cache-Control"] = "no-store"
-        return response
+        return _secret_page(request, context)
 
     @admin.action(description="Revoke selected keys")
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
@@ -193,6 +195,40 @@ class ApiKeyAdmin(_KeyAdminBase):
         for prefix in prefixes:
             revoke_key(prefix=prefix)
         self.message_user(request, f"Revoked {len(prefixes)} key(s).", messages.SUCCESS)
+
+    @admin.action(description="Rotate the selected key (old secret valid 60 more minutes)")
+    def rotate_selected(
+        self, request: HttpRequest, queryset: QuerySet[ApiKey]
+    ) -> HttpResponse | None:
+        keys = list(queryset.filter(revoked_at__isnull=True)[:2])
+        if len(keys) != 1:
+            self.message_user(request, "Select exactly one active key.", messages.WARNING)
+            return None
+        key, secret = rotate_key(prefix=keys[0].prefix, grace_minutes=ROTATION_GRACE_MINUTES)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key rotated",
+            "opts": self.opts,
+            "key": key,
+            "secret": secret,
+            "rotated": True,
+            "grace_minutes": ROTATION_GRACE_MINUTES,
+        }
+        return _secret_page(request, context)
+
+
+def _secret_page(request: HttpRequest, context: dict[str, Any]) -> TemplateResponse:
+    response = TemplateResponse(request, "admin/accounts/apikey/key_created.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@admin.register(UserLimits)
+class UserLimitsAdmin(_LimitsAdminBase):
+    list_display = ("user", "token_budget", "budget_period", "max_keys")
+    list_select_related = ("user",)
+    search_fields = ("user__username",)
+    autocomplete_fields = ("user",)
 
 
 admin.site.register(UsageLog, UsageLogAdmin)

@@ -175,3 +175,22 @@ def test_a_daily_budget_refused_at_2359_admits_at_midnight(
     assert refused.value.error.code == "insufficient_quota"
     grant = asyncio.run(check_limits(facts, client_ip="127.0.0.1", now=midnight))
     assert grant.slot is None
+
+
+@pytest.mark.usefixtures("upstream", "fake")
+def test_key_report_remaining_matches_what_admission_enforces(
+    gateway: Gateway, make_key: Callable[..., str]
+) -> None:
+    key = make_key("kate", rpm=5, tpm=1000)
+    replies = [call(gateway, key) for _ in range(2)]
+    report = httpx.get(gateway.v1 + "/key", headers={"Authorization": f"Bearer {key}"}).json()
+    remaining = report["remaining"]
+    assert remaining["requests_this_minute"] == int(
+        replies[-1].headers["x-ratelimit-remaining-requests"]
+    )
+    assert remaining["requests_this_minute"] == 3
+    spent = sum(row.total_tokens for row in UsageLog.objects.all())
+    assert remaining["tokens_this_minute"] == 1000 - spent
+    third = call(gateway, key)
+    assert third.headers["x-ratelimit-remaining-tokens"] == str(1000 - spent)
+    assert third.headers["x-ratelimit-remaining-requests"] == "2"

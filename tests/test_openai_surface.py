@@ -276,7 +276,8 @@ def test_key_report_totals_equal_the_sum_of_the_rows(
         "budget_period": "month",
         "allowed_models": [],
     }
-    assert report["remaining"]["requests_this_minute"] == 60 - 4
+    # rpm counts admitted calls; the body refused before admission used none of it.
+    assert report["remaining"]["requests_this_minute"] == 60 - 3
     assert report["remaining"]["tokens_in_budget"] == 100_000 - total
     assert report["remaining"]["tokens_this_minute"] is None
     assert report["remaining"]["budget_resets_at"] > report["created"]
