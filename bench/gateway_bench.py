@@ -1,0 +1,257 @@
+"""`make bench`: the gateway's cost as ratios to a bare proxy measured in the same run.
+
+Starts the shared fake upstream and the bare proxy (../shared/bench), the project's fake
+Puter in its fast mode, then the gateway in each configuration (provider, workers,
+SQLite or PostgreSQL + Redis) with a real key whose limits are switched on, drives each
+with ../shared/bench/loadgen.py on loopback, and prints markdown tables with the ratios
+and the issue's targets beside them. Every run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("BENCH_TOOLS", ROOT.parent / "shared" / "bench"))
+PYTHON = sys.executable
+PG_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@dataclass(frozen=True)
+class Config:
+    provider: str  # "openai" (against the shared fake upstream) or "puter" (the fake Puter)
+    workers: int
+    services: str  # "sqlite" or "pg"
+
+    @property
+    def label(self) -> str:
+        return f"gw-{self.provider}-{self.services}-{self.workers}w"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(port: int, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing answered on port {port}")
+
+
+@contextmanager
+def serve(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[int]:
+    """Run a server in its own process group; yield its pid; stop the whole group."""
+    process = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(port)
+        yield process.pid
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def uvicorn(app: str, port: int, workers: int = 1) -> list[str]:
+    return [
+        PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers), "--loop", "uvloop", "--http", "httptools",
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def loadgen(label: str, base_url: str, out: Path, args: argparse.Namespace, **extra: str) -> None:
+    command = [
+        PYTHON, str(SHARED / "loadgen.py"), "--base-url", base_url, "--label", label,
+        "--duration", str(args.duration), "--warmup", str(args.warmup),
+        "--json-out", str(out / f"{label}.json"),
+    ]  # fmt: skip
+    for name, value in extra.items():
+        command += [f"--{name.replace('_', '-')}", value]
+    subprocess.run(command, check=True)
+
+
+def prepare_gateway(config: Config, var: Path, upstream_url: str) -> tuple[dict[str, str], str]:
+    """A fresh database, a key with its limits on, and one upstream; env and key."""
+    env = {
+        **os.environ,
+        "VAR_DIR": str(var),
+        "LOG_LEVEL": "WARNING",
+        "REDIS_KEY_PREFIX": f"bench-{os.getpid()}-{config.label}",
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    if config.services == "pg":
+        _recreate_pg_database()
+        env.update(DATABASE_URL=PG_URL, REDIS_URL=REDIS_URL)
+    manage = [PYTHON, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, cwd=ROOT, check=True)
+    key = subprocess.run(
+        [*manage, "issue_key", "bench", "--rpm", "100000000", "--tpm", "1000000000000",
+         "--concurrency", "100000", "--budget-tokens", "1000000000000", "--budget-period",
+         "month"],
+        env=env, cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    label = ["--label", "bench-upstream", "--provider", config.provider]
+    label += ["--base-url", upstream_url, "--max-concurrency", "100000"]
+    subprocess.run(
+        [*manage, "add_upstream", *label], input="bench-token", text=True,
+        env=env, cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    return env, key
+
+
+def _recreate_pg_database() -> None:
+    name = PG_URL.rsplit("/", 1)[1]
+    psql = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc"]
+    subprocess.run([*psql, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
+    subprocess.run([*psql, f"CREATE DATABASE {name}"], check=True)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process tree, in KiB."""
+    total = 0
+    for child in [pid, *_descendants(pid)]:
+        try:
+            for line in Path(f"/proc/{child}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found += [int(entry.name), *_descendants(int(entry.name))]
+    return found
+
+
+def measure_gateway(
+    config: Config, out: Path, args: argparse.Namespace, upstreams: dict[str, str]
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-var-") as var:
+        env, key = prepare_gateway(config, Path(var), upstreams[config.provider])
+        port = free_port()
+        command = uvicorn("project.asgi:application", port, config.workers)
+        with serve(command, port, env) as pid:
+            model, paced = MODELS[config.provider]
+            loadgen(
+                config.label, f"http://127.0.0.1:{port}/v1", out, args,
+                api_key=key, model=model, paced_model=paced, pid=str(pid),
+            )  # fmt: skip
+            if args.memory and config == MEMORY_CONFIG:
+                measure_memory(config, port, pid, key, out)
+
+
+MODELS = {
+    "openai": ("fake-model", "fake-paced-10ms"),
+    "puter": ("gpt-4o-mini+chunks20", "gpt-4o-mini+chunks20+pace10"),
+}
+MEMORY_CONFIG = Config("puter", 1, "sqlite")
+
+
+def measure_memory(config: Config, port: int, pid: int, key: str, out: Path) -> None:
+    """Resident memory after 10,000 requests and after 100,000."""
+    sizes: dict[str, int] = {}
+    done = 0
+    for mark in (10_000, 100_000):
+        while done < mark:
+            target = out / f"memory-{done}.json"
+            subprocess.run(
+                [PYTHON, str(SHARED / "loadgen.py"), "--base-url", f"http://127.0.0.1:{port}/v1",
+                 "--api-key", key, "--model", MODELS["puter"][0], "--label", "memory",
+                 "--skip", "stream,paced", "--concurrency", "16", "--warmup", "0",
+                 "--duration", "15", "--max-requests", str(mark - done),
+                 "--json-out", str(target)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            done += json.loads(target.read_text())["nonstream"][0]["completed"]
+            target.unlink()
+        sizes[str(mark)] = rss_kib(pid)
+    (out / "memory.json").write_text(json.dumps({"label": config.label, "rss_kib": sizes}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--providers", default="openai,puter")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--services", default="sqlite,pg")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--out", default=str(ROOT / "var" / "bench" / time.strftime("%Y%m%d-%H%M%S"))
+    )
+    args = parser.parse_args()
+    if not (SHARED / "loadgen.py").exists():
+        raise SystemExit(f"the benchmark tools are not at {SHARED} (set BENCH_TOOLS)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    configs = [
+        Config(provider, int(workers), services)
+        for services in args.services.split(",")
+        for workers in args.workers.split(",")
+        for provider in args.providers.split(",")
+    ]
+    upstream_port, puter_port = free_port(), free_port()
+    fake = [PYTHON, str(SHARED / "fake_upstream.py"), "--port", str(upstream_port)]
+    puter = [PYTHON, "-m", "gateway.testing.fake_puter", "--port", str(puter_port), "--fast"]
+    with serve(fake, upstream_port) as fake_pid, serve(puter, puter_port):
+        upstream_url = f"http://127.0.0.1:{upstream_port}"
+        loadgen("direct", upstream_url + "/v1", out, args, model="fake-model",
+                paced_model="fake-paced-10ms", pid=str(fake_pid))  # fmt: skip
+        for workers in sorted({c.workers for c in configs}):
+            port = free_port()
+            proxy = uvicorn("minimal_proxy:app", port, workers)
+            proxy_env = {"UPSTREAM": upstream_url, "PYTHONPATH": str(SHARED)}
+            with serve(proxy, port, proxy_env) as pid:
+                base = f"http://127.0.0.1:{port}/v1"
+                loadgen(f"minimal-{workers}w", base, out, args, model="fake-model",
+                        paced_model="fake-paced-10ms", pid=str(pid))  # fmt: skip
+        upstreams = {"openai": upstream_url, "puter": f"http://127.0.0.1:{puter_port}"}
+        for config in configs:
+            if config.services == "pg" and not shutil.which("psql"):
+                print(f"skipping {config.label}: psql is not installed", flush=True)
+                continue
+            measure_gateway(config, out, args, upstreams)
+    subprocess.run([PYTHON, str(SHARED / "make_table.py"), str(out)], check=True)
+    from bench.bench_report import print_report
+
+    print_report(out)
+
+
+if __name__ == "__main__":
+    main()
