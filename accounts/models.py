@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
@@ -90,6 +92,8 @@ class UsageLog(models.Model):
     """The ledger: one row per model call that passed authentication, never updated."""
 
     created = models.DateTimeField(db_index=False)
+    # Unique per row: a row replayed from the local journal is never written twice.
+    entry_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     request_id = models.CharField(max_length=64)
     key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage")
     user = models.ForeignKey(

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import ApiKey, UsageDaily, UsageLog, UsageStatus
+from gateway import usage_journal
 from gateway.limits import Grant
 from gateway.models import Upstream
 from gateway.providers.base import Usage
 from gateway.tokens import count_messages, count_text
+
+logger = logging.getLogger("gateway.usage")
 
 # Write an upstream's last_ok_at at most this often: it is a dashboard hint, not a counter.
 _LAST_OK_EVERY = 60.0
@@ -86,56 +91,92 @@ def no_usage() -> Usage:
     return Usage(0, 0)
 
 
-def record_usage(meter: UsageMeter, outcome: Outcome) -> UsageLog:
-    """Write the request's ledger row and its daily rollup in one transaction."""
-    usage = outcome.usage
-    with transaction.atomic():
-        row = UsageLog.objects.create(
-            created=meter.created,
-            request_id=meter.request_id,
-            key_id=meter.key_id,
-            user_id=meter.user_id,
-            endpoint=meter.endpoint,
-            model=meter.model,
-            upstream_model=meter.upstream_model,
-            upstream_id=meter.upstream_id,
-            stream=meter.stream,
-            status=outcome.status,
-            http_status=outcome.http_status,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-            usage_estimated=outcome.estimated,
-            usd_cents=usage.usd_cents,
-            latency_ms=meter.elapsed_ms(),
-            ttft_ms=meter.ttft_ms(),
-            error=outcome.error[:300],
+def record_usage(meter: UsageMeter, outcome: Outcome) -> None:
+    """Write the request's ledger row and its rollup, or journal it if the database fails."""
+    entry = ledger_entry(meter, outcome)
+    try:
+        write_entry(entry)
+    except DatabaseError:
+        usage_journal.append(entry)
+        logger.warning(
+            "database unavailable: usage row journalled", extra={"key": meter.key_prefix}
         )
-        _add_to_daily(meter, outcome)
+        return
     if outcome.status == UsageStatus.OK and meter.upstream_id is not None:
         _note_upstream_ok(meter.upstream_id)
     _note_key_used(meter.key_id)
-    return row
+    if usage_journal.pending():
+        usage_journal.replay(write_entry)
 
 
-def _add_to_daily(meter: UsageMeter, outcome: Outcome) -> None:
-    failed = outcome.status in {UsageStatus.UPSTREAM_ERROR, UsageStatus.INVALID_REQUEST}
+def replay_journal() -> int:
+    """Write journalled rows left by this or an earlier process (at start-up)."""
+    try:
+        return usage_journal.replay(write_entry)
+    finally:
+        connection.close()
+
+
+def ledger_entry(meter: UsageMeter, outcome: Outcome) -> dict[str, Any]:
+    """The row as plain values, so it can wait in the journal."""
+    usage = outcome.usage
+    return {
+        "entry_id": str(uuid.uuid4()),
+        "created": meter.created.isoformat(),
+        "request_id": meter.request_id,
+        "key_id": meter.key_id,
+        "user_id": meter.user_id,
+        "endpoint": meter.endpoint,
+        "model": meter.model,
+        "upstream_model": meter.upstream_model,
+        "upstream_id": meter.upstream_id,
+        "stream": meter.stream,
+        "status": str(outcome.status),
+        "http_status": outcome.http_status,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "usage_estimated": outcome.estimated,
+        "usd_cents": usage.usd_cents,
+        "latency_ms": meter.elapsed_ms(),
+        "ttft_ms": meter.ttft_ms(),
+        "error": outcome.error[:300],
+    }
+
+
+def write_entry(entry: dict[str, Any]) -> bool:
+    """Insert the row and add it to its rollup in one transaction, once per entry id."""
+    fields = {**entry, "created": dt.datetime.fromisoformat(entry["created"])}
+    with transaction.atomic():
+        if UsageLog.objects.filter(entry_id=entry["entry_id"]).exists():
+            return False
+        upstream = fields["upstream_id"]
+        if upstream and not Upstream.objects.filter(pk=upstream).exists():
+            fields["upstream_id"] = None  # deleted while the row waited
+        UsageLog.objects.create(**fields)
+        _add_to_daily(fields)
+    return True
+
+
+def _add_to_daily(row: dict[str, Any]) -> None:
+    status = row["status"]
+    failed = status in {UsageStatus.UPSTREAM_ERROR, UsageStatus.INVALID_REQUEST}
     increments = {
         "requests": F("requests") + 1,
-        "prompt_tokens": F("prompt_tokens") + outcome.usage.prompt_tokens,
-        "completion_tokens": F("completion_tokens") + outcome.usage.completion_tokens,
-        "total_tokens": F("total_tokens") + outcome.usage.total_tokens,
+        "prompt_tokens": F("prompt_tokens") + row["prompt_tokens"],
+        "completion_tokens": F("completion_tokens") + row["completion_tokens"],
+        "total_tokens": F("total_tokens") + row["total_tokens"],
         "errors": F("errors") + int(failed),
-        "rejected": F("rejected") + int(outcome.status == UsageStatus.REJECTED),
+        "rejected": F("rejected") + int(status == UsageStatus.REJECTED),
     }
-    day = meter.created.date()
-    rows = UsageDaily.objects.filter(key_id=meter.key_id, model=meter.model, day=day)
+    day = row["created"].astimezone(dt.UTC).date()
+    rows = UsageDaily.objects.filter(key_id=row["key_id"], model=row["model"], day=day)
     if rows.update(**increments):
         return
     try:
         with transaction.atomic():
             UsageDaily.objects.create(
-                key_id=meter.key_id, user_id=meter.user_id, model=meter.model, day=day
+                key_id=row["key_id"], user_id=row["user_id"], model=row["model"], day=day
             )
     except IntegrityError:
         pass  # another worker created it first

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
@@ -18,6 +19,7 @@ django_application = get_asgi_application()
 # Imported after Django is set up: these modules use models and settings.
 from gateway.handler import ApiHandler, is_api_path  # noqa: E402
 from gateway.upstream_client import close_clients  # noqa: E402
+from gateway.usage import replay_journal  # noqa: E402
 
 api_application = ApiHandler()
 
@@ -37,6 +39,8 @@ async def _lifespan(receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            # Rows a previous process journalled while the database was down.
+            await sync_to_async(replay_journal)()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_clients()

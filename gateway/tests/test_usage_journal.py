@@ -1,0 +1,74 @@
+"""Rows the database could not take wait in the local journal and are written exactly once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import OperationalError
+from django.test import override_settings
+
+from accounts.keys import KeyLimits, issue_key
+from accounts.models import UsageDaily, UsageLog, UsageStatus
+from gateway import usage, usage_journal
+from gateway.providers.base import Usage
+from gateway.usage import Outcome, UsageMeter, ledger_entry, record_usage, write_entry
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def meter_for(tmp_path: Path) -> Any:
+    user = User.objects.create(username="jo")
+    key, _raw = issue_key(user=user, name="j", limits=KeyLimits())
+
+    def make(request_id: str) -> UsageMeter:
+        return UsageMeter(
+            request_id=request_id,
+            key_id=key.pk,
+            user_id=user.pk,
+            key_prefix=key.prefix,
+            endpoint="chat.completions",
+            model="gpt-4o-mini",
+            stream=False,
+        )
+
+    with override_settings(VAR_DIR=str(tmp_path)):
+        yield make
+
+
+OK = Outcome(UsageStatus.OK, 200, Usage(10, 5))
+
+
+def test_a_row_the_database_refuses_is_journalled_then_replayed_once(
+    meter_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def database_down(entry: dict[str, Any]) -> bool:
+        raise OperationalError("the database is down")
+
+    monkeypatch.setattr(usage, "write_entry", database_down)
+    record_usage(meter_for("req-down"), OK)
+    assert UsageLog.objects.count() == 0
+    lines = list(usage_journal.journal_dir().glob("usage-*.jsonl"))
+    assert len(lines) == 1
+    assert lines[0].read_text().count("\n") == 1
+    monkeypatch.undo()
+    record_usage(meter_for("req-back"), OK)  # the database answers again: replay follows
+    assert sorted(UsageLog.objects.values_list("request_id", flat=True)) == ["req-back", "req-down"]
+    assert lines[0].stat().st_size == 0
+    daily = UsageDaily.objects.get()
+    assert (daily.requests, daily.total_tokens) == (2, 30)
+    assert usage_journal.replay(write_entry) == 0
+    assert UsageLog.objects.count() == 2
+
+
+def test_a_replay_cut_short_never_writes_a_row_twice(meter_for: Any) -> None:
+    first, second = (ledger_entry(meter_for(f"req-{n}"), OK) for n in range(2))
+    usage_journal.append(first)
+    usage_journal.append(second)
+    assert write_entry(first) is True  # written before the replay was cut short
+    assert usage_journal.replay(write_entry) == 1
+    assert sorted(UsageLog.objects.values_list("request_id", flat=True)) == ["req-0", "req-1"]
+    assert UsageDaily.objects.get().requests == 2
