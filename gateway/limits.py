@@ -13,6 +13,8 @@ import ipaddress
 import math
 from dataclasses import dataclass, field
 
+from django.db import DatabaseError
+
 from accounts.db_thread import run_in_db_thread
 from accounts.keys import KeyFacts
 from accounts.usage_queries import Spending, spending
@@ -114,15 +116,18 @@ async def _check_tokens(key: KeyFacts, now: dt.datetime, grant: Grant) -> None:
     user_period = limits.user_budget_period if limits.user_token_budget is not None else None
     if key_period is None and user_period is None and limits.tpm is None:
         return
-    spent: Spending = await run_in_db_thread(
-        spending,
-        key_id=key.id,
-        user_id=key.user_id,
-        key_period=key_period,
-        user_period=user_period,
-        minute=limits.tpm is not None,
-        now=now,
-    )
+    try:
+        spent: Spending = await run_in_db_thread(
+            spending,
+            key_id=key.id,
+            user_id=key.user_id,
+            key_period=key_period,
+            user_period=user_period,
+            minute=limits.tpm is not None,
+            now=now,
+        )
+    except DatabaseError:
+        raise limits_unavailable() from None  # never a free pass
     if limits.tpm is not None:
         grant.headers.update(
             {
