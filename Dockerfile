@@ -1,4 +1,11 @@
 # puter-gateway: one image, served by uvicorn on $PORT; migrations run on start.
+
+# The portal's chart library, from the npm registry exactly as package-lock.json says.
+FROM node:20-slim AS assets
+WORKDIR /assets
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,6 +20,7 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
 COPY . .
+COPY --from=assets /assets/node_modules ./node_modules
 # Placeholders keep the build from generating secrets into the image.
 RUN DJANGO_SECRET_KEY=build-only-placeholder-not-a-secret-0123456789 \
     TOKEN_ENCRYPTION_KEY=build-only-placeholder VAR_DIR=/tmp/build \
