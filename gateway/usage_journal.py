@@ -8,6 +8,7 @@ a replay that is cut short and run again never writes a row twice.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import time
@@ -17,7 +18,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 
 logger = logging.getLogger("gateway.journal")
 _CHECK_EVERY = 5.0
@@ -26,7 +27,10 @@ _pending = False
 
 
 def journal_dir() -> Path:
-    return Path(settings.VAR_DIR) / "journal"
+    """One journal per database: rows never replay into a database they were not meant for."""
+    db = connection.settings_dict
+    target = f"{db['ENGINE']}|{db.get('HOST')}|{db.get('PORT')}|{db['NAME']}"
+    return Path(settings.VAR_DIR) / "journal" / hashlib.sha256(target.encode()).hexdigest()[:16]
 
 
 def append(entry: dict[str, Any]) -> None:
