@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from gateway.models import ModelAlias, Upstream
+from gateway.prober import check_now
 from gateway.upstreams import add_upstream, set_enabled, validate_upstream
 
 if TYPE_CHECKING:
@@ -97,19 +98,23 @@ class UpstreamAdmin(_UpstreamAdminBase):
         "state",
         "cooldown_until",
         "consecutive_failures",
+        "last_failure",
         "last_error",
+        "last_error_at",
         "last_ok_at",
     )
     list_filter = ("provider", "enabled", "state", "priority")
     search_fields = ("label", "account")
     ordering = ("-priority", "label")
-    actions = ("enable_selected", "disable_selected")
+    actions = ("enable_selected", "disable_selected", "test_now")
     _state_fields = (
         "enabled",
         "state",
         "cooldown_until",
         "consecutive_failures",
+        "last_failure",
         "last_error",
+        "last_error_at",
         "last_ok_at",
         "created",
     )
@@ -162,6 +167,18 @@ class UpstreamAdmin(_UpstreamAdminBase):
     @admin.action(description="Disable selected upstreams")
     def disable_selected(self, request: HttpRequest, queryset: QuerySet[Upstream]) -> None:
         self._switch(request, queryset, enabled=False)
+
+    @admin.action(description="Test now: probe the selected upstreams")
+    def test_now(self, request: HttpRequest, queryset: QuerySet[Upstream]) -> None:
+        reports = check_now(set(queryset.filter(enabled=True).values_list("pk", flat=True)))
+        for report in reports:
+            level = messages.SUCCESS if report.result.startswith("ok") else messages.WARNING
+            took = f" in {report.ms} ms" if report.ms is not None else ""
+            self.message_user(
+                request, f"{report.label}: {report.state}, {report.result}{took}.", level
+            )
+        if not reports:
+            self.message_user(request, "Only enabled upstreams are probed.", messages.WARNING)
 
     def _switch(self, request: HttpRequest, queryset: QuerySet[Upstream], *, enabled: bool) -> None:
         upstreams = list(queryset)

@@ -18,6 +18,7 @@ HIDDEN_MODELS = frozenset({"fake", "costly", "abuse", "model-fallback-test-1"})
 
 _models: list[dict[str, Any]] = []
 _loaded_at = -1e9
+_services: frozenset[tuple[str, str]] = frozenset()  # the services _models was read from
 
 
 def openai_models(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -42,22 +43,48 @@ def _default_target() -> UpstreamTarget:
 
 
 async def all_models() -> list[dict[str, Any]]:
-    global _models, _loaded_at
-    if _models and time.monotonic() - _loaded_at < settings.MODELS_CACHE_SECONDS:
+    """The cached catalogue; read afresh when stale or when the pool's services changed."""
+    services = frozenset(_service(e.target) for e in await pool_entries())
+    if _models and models_age() < settings.MODELS_CACHE_SECONDS and services == _services:
         return _models
+    return await refresh_models()
+
+
+def models_age() -> float:
+    return time.monotonic() - _loaded_at
+
+
+def _service(target: UpstreamTarget) -> tuple[str, str]:
+    return target.provider, target.base_url
+
+
+async def refresh_models() -> list[dict[str, Any]]:
+    """Ask each distinct service once, through its first upstream that answers."""
+    global _models, _loaded_at, _services
     entries = await pool_entries()
-    # One list per distinct service: tokens of one base URL see the same catalogue.
-    distinct = {(e.target.provider, e.target.base_url): e.target for e in entries}
-    targets = list(distinct.values()) or [_default_target()]
+    now = time.time()
+    by_service: dict[tuple[str, str], list[UpstreamTarget]] = {}
+    # Healthy upstreams first: a disabled key would be refused the list.
+    for entry in sorted(entries, key=lambda e: not e.available(now)):
+        by_service.setdefault(_service(entry.target), []).append(entry.target)
+    if not by_service:
+        by_service[("puter", "")] = [_default_target()]
     details: list[dict[str, Any]] = []
-    for target in targets:
-        try:
-            details += await provider_for(target).list_models(upstream_client(), target)
-        except UpstreamFailure:
-            continue
+    for targets in by_service.values():
+        details += await _service_models(targets)
     if details:
         _models, _loaded_at = openai_models(details), time.monotonic()
+        _services = frozenset(_service(entry.target) for entry in entries)
     return _models
+
+
+async def _service_models(targets: list[UpstreamTarget]) -> list[dict[str, Any]]:
+    for target in targets[:3]:
+        try:
+            return await provider_for(target).list_models(upstream_client(), target)
+        except UpstreamFailure:
+            continue
+    return []
 
 
 def allowed(model_id: str, key: KeyFacts) -> bool:

@@ -106,6 +106,16 @@ def upstream_unavailable() -> OpenAIError:
     )
 
 
+def upstream_busy() -> OpenAIError:
+    return OpenAIError(
+        503,
+        "Every upstream is at its concurrency cap; retry shortly.",
+        type="api_error",
+        code="upstream_busy",
+        headers={"Retry-After": "1"},
+    )
+
+
 def error_for_failures(failures: list[UpstreamFailure], model: str) -> OpenAIError:
     """What the client sees when no upstream answered (PUTER.md part A, error table)."""
     if not failures:

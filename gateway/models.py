@@ -12,6 +12,13 @@ class Provider(models.TextChoices):
     OPENAI = "openai", "OpenAI-compatible"
 
 
+def provider_choices() -> list[tuple[str, str]]:
+    """The providers of `gateway/providers/registry.py`: a new one needs no migration."""
+    from gateway.providers.registry import provider_choices as registered
+
+    return registered()
+
+
 class UpstreamState(models.TextChoices):
     HEALTHY = "healthy"
     COOLING = "cooling"
@@ -20,7 +27,7 @@ class UpstreamState(models.TextChoices):
 
 class Upstream(models.Model):
     label = models.CharField(max_length=100, unique=True)
-    provider = models.CharField(max_length=10, choices=Provider.choices, default=Provider.PUTER)
+    provider = models.CharField(max_length=10, choices=provider_choices, default=Provider.PUTER)
     base_url = models.URLField(blank=True, help_text="Blank means the provider's default.")
     # Fernet ciphertext; read it through `token` only.
     token_encrypted = models.TextField(editable=False)
@@ -37,6 +44,9 @@ class Upstream(models.Model):
     cooldown_until = models.DateTimeField(null=True, blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     last_error = models.CharField(max_length=300, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    # The kind of the last failure (auth, quota, rate_limited, server, timeout): why it cools.
+    last_failure = models.CharField(max_length=20, blank=True)
     last_ok_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     # Last field: past this line `models` names the field, not django.db.models.
@@ -110,3 +120,55 @@ class Hit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.at}"
+
+
+class VideoStatus(models.TextChoices):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class VideoJob(models.Model):
+    """One `POST /v1/videos`: worked in the background by the process that accepted it."""
+
+    id = models.CharField(primary_key=True, max_length=40, editable=False)
+    key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, related_name="videos")
+    request_id = models.CharField(max_length=64)
+    model = models.CharField(max_length=200)
+    prompt = models.TextField()
+    seconds = models.CharField(max_length=8)
+    size = models.CharField(max_length=20)
+    status = models.CharField(
+        max_length=12, choices=VideoStatus.choices, default=VideoStatus.QUEUED
+    )
+    progress = models.PositiveSmallIntegerField(default=0)
+    error_code = models.CharField(max_length=50, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    # Relative to VAR_DIR; set when the video is stored.
+    file = models.CharField(max_length=300, blank=True)
+    upstream = models.ForeignKey(
+        Upstream, on_delete=models.SET_NULL, null=True, blank=True, related_name="videos"
+    )
+    # The process working the job, and when it last said it still was (see video_runner).
+    worker = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField()
+    created = models.DateTimeField()
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # A key's jobs, newest first: WHERE key_id = ? ORDER BY created DESC
+            models.Index(fields=["key", "created"], name="videojob_key_created"),
+            # Orphans: WHERE status IN (queued, in_progress) AND heartbeat_at < ?
+            models.Index(fields=["status", "heartbeat_at"], name="videojob_status_heartbeat"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(progress__lte=100), name="videojob_progress_max_100"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.status}"

@@ -10,6 +10,7 @@ from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 
 from gateway.models import Provider, Upstream, UpstreamState
+from gateway.providers.registry import provider_choices, registered
 
 _LABEL_MAX = Upstream._meta.get_field("label").max_length or 100
 
@@ -31,10 +32,12 @@ def validate_upstream(
         errors["label"] = f"A label has at most {_LABEL_MAX} characters."
     elif _label_taken(label, exclude_pk):
         errors["label"] = f"An upstream labelled {label!r} already exists."
-    if provider not in Provider.values:
-        errors["provider"] = f"The provider must be one of {', '.join(Provider.values)}."
-    elif provider == Provider.OPENAI and not base_url:
-        errors["base_url"] = "An OpenAI-compatible upstream needs a base URL."
+    plugin = registered(provider)
+    if plugin is None:
+        names = ", ".join(name for name, _label in provider_choices())
+        errors["provider"] = f"The provider must be one of {names}."
+    elif plugin.needs_base_url and not base_url:
+        errors["base_url"] = f"An {plugin.label} upstream needs a base URL."
     if base_url and (problem := _url_problem(base_url)):
         errors["base_url"] = problem
     if weight < 1:

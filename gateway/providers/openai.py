@@ -1,0 +1,400 @@
+"""A generic OpenAI-compatible provider: any server that speaks `/v1/chat/completions`.
+
+OpenAI itself, vLLM, Ollama, LM Studio, llama.cpp's server: a base URL and a key. Requests
+go through as the client sent them; replies are read into the same events as Puter's.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.providers.base import (
+    ChatResult,
+    ChatStream,
+    Event,
+    FailureKind,
+    Finish,
+    ReasoningDelta,
+    StreamFailed,
+    TextDelta,
+    ToolCallEvent,
+    UpstreamFailure,
+    UpstreamTarget,
+    Usage,
+    UsageEvent,
+)
+from gateway.providers.playback import ResultStream, collect
+
+MAX_JSON_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = 8 * 1024 * 1024
+USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
+FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
+
+
+def endpoint(target: UpstreamTarget, path: str) -> str:
+    """`https://host` and `https://host/v1` are both accepted as a base URL."""
+    base = target.base_url.rstrip("/")
+    return f"{base}{path}" if base.endswith("/v1") else f"{base}/v1{path}"
+
+
+class OpenAIProvider:
+    async def complete(
+        self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
+    ) -> ChatResult:
+        response = await _send(client, target, request_body(request, stream=False))
+        if _is_event_stream(response):  # a stream nobody asked for: drain it
+            stream = SseStream(response)
+            await stream.start()
+            return await collect(stream)
+        return chat_result(await _read_json(response))
+
+    async def open_stream(
+        self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
+    ) -> ChatStream:
+        response = await _send(client, target, request_body(request, stream=True))
+        if not _is_event_stream(response):
+            # Branch on what came back, not on what was asked: a JSON answer is complete.
+            return ResultStream(chat_result(await _read_json(response)))
+        stream = SseStream(response)
+        await stream.start()
+        return stream
+
+    async def list_models(
+        self, client: httpx.AsyncClient, target: UpstreamTarget
+    ) -> list[dict[str, Any]]:
+        """`GET /v1/models` with the key: this also proves that the key works."""
+        request = client.build_request(
+            "GET", endpoint(target, "/models"), headers=_headers(target, stream=False)
+        )
+        body = await _read_json(await _open(client, request))
+        models = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(models, list):
+            raise UpstreamFailure(FailureKind.SERVER, "the upstream sent no model list", status=502)
+        return [
+            {"id": item["id"], "provider": str(item.get("owned_by") or "openai")}
+            for item in models
+            if isinstance(item, dict) and isinstance(item.get("id"), str)
+        ]
+
+
+def request_body(request: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+    body = {**request, "stream": stream}
+    if stream:
+        # Ask for the usage chunk whatever the client asked: the row wants exact figures.
+        body["stream_options"] = {**(request.get("stream_options") or {}), "include_usage": True}
+    else:
+        body.pop("stream_options", None)  # OpenAI refuses it on a non-streaming call
+    return body
+
+
+def _headers(target: UpstreamTarget, *, stream: bool) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if stream else "application/json",
+        "User-Agent": USER_AGENT,
+    }
+    if target.token:
+        headers["Authorization"] = f"Bearer {target.token}"
+    if stream:
+        headers["Accept-Encoding"] = "identity"  # compression would batch events
+    return headers
+
+
+async def _send(
+    client: httpx.AsyncClient, target: UpstreamTarget, body: dict[str, Any]
+) -> httpx.Response:
+    url, headers = endpoint(target, "/chat/completions"), _headers(target, stream=body["stream"])
+    request = client.build_request("POST", url, content=orjson.dumps(body), headers=headers)
+    return await _open(client, request)
+
+
+async def _open(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """The upstream's 2xx response, left open; any other status is an UpstreamFailure."""
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.TimeoutException as exc:
+        connect = isinstance(exc, httpx.ConnectTimeout)
+        kind = FailureKind.SERVER if connect else FailureKind.TIMEOUT
+        raise UpstreamFailure(kind, "the upstream did not answer in time", status=504) from None
+    except httpx.HTTPError:
+        unreachable = "the upstream could not be reached"
+        raise UpstreamFailure(FailureKind.SERVER, unreachable, status=502) from None
+    if not response.is_success:
+        body = await _read_json(response)
+        raise classify(response.status_code, body, retry_after(response.headers))
+    return response
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return "text/event-stream" in response.headers.get("content-type", "")
+
+
+async def _read_json(response: httpx.Response) -> Any:
+    """Read a bounded JSON body and close the response; text if it is not JSON."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_JSON_BYTES:
+                raise UpstreamFailure(FailureKind.SERVER, "the upstream reply is too large")
+            chunks.append(chunk)
+    except httpx.TimeoutException:
+        silent = "the upstream did not answer in time"
+        raise UpstreamFailure(FailureKind.TIMEOUT, silent, status=504) from None
+    except httpx.HTTPError:
+        raise UpstreamFailure(FailureKind.SERVER, "the upstream reply was cut off") from None
+    finally:
+        await response.aclose()
+    raw = b"".join(chunks)
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        if response.is_success:
+            raise UpstreamFailure(
+                FailureKind.SERVER, "the upstream sent an unreadable reply", status=502
+            ) from None
+        return raw[:300].decode(errors="replace")
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from `retry-after-ms` or `Retry-After` (an HTTP date counts as absent)."""
+    try:
+        if "retry-after-ms" in headers:
+            return max(float(headers["retry-after-ms"]) / 1000, 0.0)
+        return max(float(headers["retry-after"]), 0.0) if "retry-after" in headers else None
+    except ValueError:
+        return None
+
+
+def error_parts(body: Any) -> tuple[str, str]:
+    """(message, code words) of an error body in OpenAI's shape or a looser one."""
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        message = str(error.get("message") or error.get("detail") or "upstream error")
+        words = " ".join(str(error.get(name) or "") for name in ("code", "type"))
+        return message[:300], words.lower()
+    return str(error or "upstream error")[:300], ""
+
+
+def classify(status: int, body: Any, wait: float | None = None) -> UpstreamFailure:
+    """Map an HTTP error to what the pool does with the upstream (DESIGN.md 10)."""
+    message, words = error_parts(body)
+    lowered = message.lower()
+    kind: FailureKind
+    # OpenAI says "out of credits" with a 429: read the code before the status.
+    if status == 402 or "insufficient_quota" in words:
+        kind = FailureKind.QUOTA
+    elif status == 401:
+        kind = FailureKind.AUTH
+    elif status == 403:
+        kind = FailureKind.FORBIDDEN_MODEL if "model" in lowered else FailureKind.AUTH
+    elif status == 429:
+        kind = FailureKind.RATE_LIMITED
+    elif status == 404:
+        # A 404 that names no model is a wrong base URL: the upstream's fault, not the client's.
+        named = "model" in lowered or "model_not_found" in words
+        kind = FailureKind.MODEL_NOT_FOUND if named else FailureKind.SERVER
+    elif status >= 500 or status in {408, 409}:
+        kind = FailureKind.SERVER
+    else:
+        kind = FailureKind.BAD_REQUEST
+    return UpstreamFailure(kind, message, status=status, retry_after=wait)
+
+
+def classify_event(error: Any) -> UpstreamFailure:
+    """An error event that came before any answer: judge it by its code and words."""
+    message, words = error_parts({"error": error})
+    text = f"{words} {message}".lower()
+    if "insufficient_quota" in text:
+        return UpstreamFailure(FailureKind.QUOTA, message, status=402)
+    if "rate_limit" in text or "rate limit" in text:
+        return UpstreamFailure(FailureKind.RATE_LIMITED, message, status=429)
+    if "invalid_request" in text:
+        return UpstreamFailure(FailureKind.BAD_REQUEST, message, status=400)
+    return UpstreamFailure(FailureKind.SERVER, message, status=502)
+
+
+# --- replies ---------------------------------------------------------------------------
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    counts = [raw.get("prompt_tokens"), raw.get("completion_tokens")]
+    prompt, completion = (n if isinstance(n, int) and n >= 0 else None for n in counts)
+    if prompt is None and completion is None:
+        return None
+    return Usage(prompt or 0, completion or 0)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _finish(reason: Any) -> str:
+    return reason if reason in FINISH_REASONS else "stop"
+
+
+def chat_result(body: Any) -> ChatResult:
+    """A non-streamed `chat.completion` as a result."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise UpstreamFailure(FailureKind.SERVER, "the upstream sent no choices", status=502)
+    message = choices[0].get("message") or {}
+    calls = [_tool_call(call) for call in message.get("tool_calls") or [] if isinstance(call, dict)]
+    reason = _finish(choices[0].get("finish_reason"))
+    return ChatResult(
+        content=_text(message.get("content")),
+        reasoning=_text(message.get("reasoning_content") or message.get("reasoning")),
+        tool_calls=calls,
+        finish_reason="tool_calls" if calls else reason,
+        usage=_usage(body.get("usage")),
+        served_model=str(body.get("model") or ""),
+    )
+
+
+def _tool_call(call: dict[str, Any]) -> ToolCallEvent:
+    function = call.get("function") or {}
+    arguments = str(function.get("arguments") or "")
+    return ToolCallEvent(str(call.get("id") or ""), str(function.get("name") or ""), arguments)
+
+
+async def _sse_data(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The `data` of each server-sent event, as it arrives."""
+    buffer, data = b"", []
+    try:
+        async for chunk in response.aiter_bytes():
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                line = line.rstrip(b"\r")
+                if line.startswith(b"data:"):
+                    data.append(line[5:].strip())
+                elif not line and data:
+                    yield b"\n".join(data)
+                    data = []
+            if len(buffer) > MAX_LINE_BYTES:
+                raise UpstreamFailure(FailureKind.SERVER, "the upstream sent an over-long line")
+    except httpx.TimeoutException:
+        raise UpstreamFailure(FailureKind.TIMEOUT, "the upstream went silent", status=504) from None
+    except httpx.HTTPError:
+        raise UpstreamFailure(FailureKind.SERVER, "the upstream stream was cut off") from None
+    if buffer.startswith(b"data:"):
+        data.append(buffer[5:].strip())
+    if data:
+        yield b"\n".join(data)
+
+
+class SseStream:
+    """An OpenAI chat stream as normalised events; tool calls are whole once complete."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._data = _sse_data(response)
+        self._ready: deque[Event] = deque()
+        self._calls: dict[int, dict[str, str]] = {}
+        self._ended = False
+        self._error: UpstreamFailure | None = None  # the last error event, classified
+
+    async def start(self) -> None:
+        """Read the first event: it decides whether this upstream answered."""
+        try:
+            first = await self._next()
+        except UpstreamFailure:
+            await self.aclose()
+            raise
+        if first is None or isinstance(first, StreamFailed):
+            await self.aclose()
+            if first is None:
+                raise UpstreamFailure(
+                    FailureKind.SERVER, "the upstream stream ended before any event", status=502
+                )
+            raise self._error or UpstreamFailure(FailureKind.SERVER, first.message, status=502)
+        self._ready.appendleft(first)
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            try:
+                event = await self._next()
+            except UpstreamFailure as failure:
+                if failure.kind is FailureKind.TIMEOUT:
+                    yield StreamFailed(failure.message, "upstream_timeout")
+                else:
+                    yield StreamFailed(failure.message)
+                return
+            if event is None:
+                return
+            yield event
+            if isinstance(event, StreamFailed):
+                return
+
+    async def aclose(self) -> None:
+        await self._data.aclose()
+        await self._response.aclose()
+
+    async def _next(self) -> Event | None:
+        while not self._ready:
+            data = None if self._ended else await anext(self._data, None)
+            if data is None or data == b"[DONE]":
+                self._ended = True
+                self._ready.extend(self._tool_calls())
+                return self._ready.popleft() if self._ready else None
+            self._parse(data)
+        return self._ready.popleft()
+
+    def _parse(self, data: bytes) -> None:
+        try:
+            item = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamFailure(
+                FailureKind.SERVER, "the upstream sent a malformed event"
+            ) from None
+        if not isinstance(item, dict):
+            raise UpstreamFailure(FailureKind.SERVER, "the upstream sent a malformed event")
+        if "error" in item or item.get("object") == "error":
+            self._error = classify_event(item.get("error", item))
+            self._ready.append(StreamFailed(self._error.message))
+            return
+        for choice in item.get("choices") or []:
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                self._choice(choice)
+        usage = _usage(item.get("usage"))
+        if usage is not None:
+            self._ready.append(UsageEvent(usage))
+
+    def _choice(self, choice: dict[str, Any]) -> None:
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            self._ready.append(ReasoningDelta(reasoning))
+        if isinstance(delta.get("content"), str) and delta["content"]:
+            self._ready.append(TextDelta(delta["content"]))
+        for part in delta.get("tool_calls") or []:
+            call = self._calls.setdefault(int(part.get("index", 0)), {"id": "", "name": ""})
+            function = part.get("function") or {}
+            call["id"] = call["id"] or str(part.get("id") or "")
+            call["name"] += str(function.get("name") or "")
+            call["arguments"] = call.get("arguments", "") + str(function.get("arguments") or "")
+        if choice.get("finish_reason"):
+            self._ready.extend(self._tool_calls())
+            self._ready.append(Finish(_finish(choice["finish_reason"])))
+
+    def _tool_calls(self) -> list[Event]:
+        calls, self._calls = self._calls, {}
+        return [
+            ToolCallEvent(call["id"], call["name"], call.get("arguments", ""))
+            for _, call in sorted(calls.items())
+        ]
