@@ -1,0 +1,154 @@
+"""A limit on failed authentication per client address: guessing keys stops quickly.
+
+After AUTH_FAILURES_PER_MINUTE failures from one address, every call from it gets 429 until
+its window passes, a valid key included, so a guesser learns nothing from a lucky hit.
+With REDIS_URL the count lives in Redis (INCR, EXPIRE on the first failure: one fixed window
+shared by every worker and machine). Without it, or while Redis does not answer, it is a
+sliding window in this process's memory: per worker, and it spares the database a write for
+every bad guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import time
+from collections import deque
+
+import redis.asyncio as aioredis
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from gateway.errors import OpenAIError
+
+logger = logging.getLogger("gateway.auth")
+
+WINDOW = 60  # seconds
+_MEMORY_ADDRESSES = 100_000  # addresses remembered at most, so a spray cannot exhaust memory
+
+# Expire on the first failure, and on any key that somehow lost its expiry: never block for ever.
+_NOTE = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 or redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return count
+"""
+
+_failures: dict[str, deque[float]] = {}
+_clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
+
+
+def client_scope(ip: str) -> str:
+    """An IPv4 address, or an IPv6 address's /64: one host usually holds a whole /64."""
+    if ":" not in ip:
+        return ip
+    try:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    except ValueError:
+        return ip
+
+
+def throttled(wait: float) -> OpenAIError:
+    seconds = max(math.ceil(wait), 1)
+    return OpenAIError(
+        429,
+        f"Too many failed authentication attempts from this address; retry in {seconds} s.",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+async def refuse_if_throttled(ip: str) -> None:
+    """Raise the OpenAI-shaped 429 while `ip` has spent its failures for this window."""
+    limit = settings.AUTH_FAILURES_PER_MINUTE
+    if not limit:
+        return
+    scope = client_scope(ip)
+    wait = _memory_wait(scope, limit, time.monotonic())
+    if settings.REDIS_URL and not wait:
+        try:
+            wait = await _redis_wait(scope, limit)
+        except (RedisError, OSError):
+            logger.warning("auth throttle: Redis did not answer; counting in memory")
+    if wait:
+        raise throttled(wait)
+
+
+async def note_auth_failure(ip: str) -> None:
+    """Count one failed authentication from `ip`."""
+    limit = settings.AUTH_FAILURES_PER_MINUTE
+    if not limit:
+        return
+    scope = client_scope(ip)
+    if settings.REDIS_URL:
+        try:
+            await _redis_client().eval(_NOTE, 1, _redis_key(scope), WINDOW)
+            return
+        except (RedisError, OSError):
+            logger.warning("auth throttle: Redis did not answer; counting in memory")
+    _memory_note(scope, limit, time.monotonic())
+
+
+def _memory_note(scope: str, limit: int, now: float) -> None:
+    if scope not in _failures and len(_failures) >= _MEMORY_ADDRESSES:
+        _forget_expired(now)
+    # Only the newest `limit` failures can decide when the address is free again.
+    _failures.setdefault(scope, deque(maxlen=limit)).append(now)
+
+
+def _memory_wait(scope: str, limit: int, now: float) -> float:
+    """Seconds until `scope` may try again (0: it may now), by the sliding window."""
+    times = _failures.get(scope)
+    if times is None:
+        return 0.0
+    while times and times[0] <= now - WINDOW:
+        times.popleft()
+    if not times:
+        del _failures[scope]
+        return 0.0
+    if len(times) < limit:
+        return 0.0
+    return times[-limit] + WINDOW - now
+
+
+def _forget_expired(now: float) -> None:
+    for scope in [s for s, times in _failures.items() if times[-1] <= now - WINDOW]:
+        del _failures[scope]
+    # Still full: drop the oldest addresses rather than grow without bound.
+    while len(_failures) >= _MEMORY_ADDRESSES:
+        del _failures[next(iter(_failures))]
+
+
+async def _redis_wait(scope: str, limit: int) -> float:
+    key = _redis_key(scope)
+    async with _redis_client().pipeline(transaction=False) as pipe:
+        pipe.get(key)
+        pipe.ttl(key)
+        count, ttl = await pipe.execute()
+    if count is None or int(count) < limit:
+        return 0.0
+    return float(max(int(ttl), 1))
+
+
+def _redis_key(scope: str) -> str:
+    return f"{settings.REDIS_KEY_PREFIX}:authfail:{scope}"
+
+
+def _redis_client() -> aioredis.Redis:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = aioredis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        _clients[loop] = client
+    return client
+
+
+def forget_failures() -> None:
+    """Start every in-memory window afresh (tests)."""
+    _failures.clear()
