@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import orjson
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils import timezone
@@ -17,10 +18,12 @@ from accounts.keys import KeyFacts
 from accounts.models import Endpoint
 from accounts.usage_queries import key_report
 from gateway.auth import ApiKeyAuth
+from gateway.body_parser import BodyParser, UnreadableBody
 from gateway.catalogue import models_for
 from gateway.counters import CountersUnavailable, peek
 from gateway.errors import OpenAIError, invalid_api_key, invalid_request, model_not_found
 from gateway.limits import limits_unavailable
+from gateway.media_api import media_router
 from gateway.relay import METERED_PATHS, TEXT_FORMAT, chat_completions, record_invalid
 from gateway.schemas import ChatCompletionRequest, CompletionRequest
 
@@ -33,7 +36,9 @@ api = NinjaAPI(
     urls_namespace="v1",
     auth=ApiKeyAuth(),
     docs_url=None,
+    parser=BodyParser(),
 )
+api.add_router("/", media_router)
 
 
 def _json(payload: Any, status: int = 200) -> HttpResponse:
@@ -140,7 +145,14 @@ def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> H
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400:
-        error = invalid_request("The request body is not valid JSON.")
+        # ninja wraps the parser's error: its message is the one meant for the client.
+        cause = exc.__cause__
+        reason = (
+            str(cause)
+            if isinstance(cause, UnreadableBody)
+            else "The request body is not valid JSON."
+        )
+        error = invalid_request(reason)
         _note_refused_body(request, error)
         return error.response()
     return OpenAIError(exc.status_code, str(exc)).response()
@@ -149,6 +161,19 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @api.exception_handler(Http404)
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return OpenAIError(404, "Not found.", code="not_found").response()
+
+
+@api.exception_handler(DatabaseError)
+def on_database_error(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    # A key the process has not seen lately cannot be checked: refuse, never let it pass.
+    logger.warning("database unavailable on %s: %s", request.path, type(exc).__name__)
+    return OpenAIError(
+        503,
+        "The gateway's database is unavailable; retry shortly.",
+        type="api_error",
+        code="database_unavailable",
+        headers={"Retry-After": "1"},
+    ).response()
 
 
 @api.exception_handler(Exception)

@@ -10,7 +10,8 @@ from ninja.security import HttpBearer
 
 from accounts.db_thread import run_in_db_thread
 from accounts.keys import KeyFacts, cached_key_facts, digest_key, load_key_facts
-from gateway.errors import invalid_api_key, key_expired
+from gateway.auth_throttle import note_auth_failure, refuse_if_throttled
+from gateway.errors import OpenAIError, invalid_api_key, key_expired
 
 
 def presented_key(request: HttpRequest) -> str:
@@ -39,7 +40,13 @@ async def authenticate_key(raw_key: str) -> KeyFacts:
 
 class ApiKeyAuth(HttpBearer):
     async def __call__(self, request: HttpRequest) -> KeyFacts:
-        facts = await authenticate_key(presented_key(request))
+        client_ip = request.META.get("REMOTE_ADDR", "")
+        await refuse_if_throttled(client_ip)
+        try:
+            facts = await authenticate_key(presented_key(request))
+        except OpenAIError:
+            await note_auth_failure(client_ip)
+            raise
         request.key_prefix = facts.prefix  # type: ignore[attr-defined]  # for the log line
         return facts
 

@@ -13,6 +13,7 @@ from django.http.response import HttpResponseBase
 
 from gateway.errors import status_error
 from gateway.logs import request_id_var
+from gateway.metrics import observe_response, request_ended, request_started
 from gateway.relay import record_refused_body
 from gateway.sse import SSEResponse
 
@@ -44,6 +45,7 @@ class ApiMiddleware:
         request_id = request_id_for(request)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
+        request_started(request_id)
         try:
             response = await self.get_response(request)
             if getattr(request, "refused_body", None) is not None:
@@ -54,7 +56,11 @@ class ApiMiddleware:
                 response, SSEResponse
             ):
                 _log(request, response, started)
+            observe_response(request, response, request_id, time.perf_counter() - started)
             return response
+        except BaseException:
+            request_ended(request_id)  # cancelled (the client left) or failed: no longer served
+            raise
         finally:
             request_id_var.reset(token)
 

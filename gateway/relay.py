@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,8 +21,10 @@ from gateway.admission import Refused, Route, admit_request
 from gateway.errors import OpenAIError, error_for_failures
 from gateway.limits import release
 from gateway.logs import request_id_var
+from gateway.metrics import observe_model_call
 from gateway.openai_format import DONE, ChunkWriter, chat_completion, error_event
-from gateway.pool import mark_failure, mark_success
+from gateway.pool import HeldStream, Lease, acquire, call_on, same_service
+from gateway.prober import ensure_prober
 from gateway.providers.base import (
     ChatResult,
     ChatStream,
@@ -185,7 +188,7 @@ async def _stream(
             return ResultStream(await provider.complete(client, target, request))
         return await provider.open_stream(client, target, request)
 
-    upstream = await failover_routes(meter, routes, call)
+    upstream = await failover_routes(meter, routes, call, hold=HeldStream)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     source = relay_chunks(
         upstream, meter, reply.writer(meter.model), filters_for(body), include_usage=include_usage
@@ -210,37 +213,67 @@ async def failover_routes(
     meter: UsageMeter,
     routes: list[Route],
     call: Callable[[UpstreamTarget, str], Awaitable[T]],
+    *,
+    hold: Callable[[T, Lease], T] | None = None,
 ) -> T:
-    """Try each route's upstreams in order until one answers; the row if none does."""
+    """Try each route's upstreams until one answers; the row if none does.
+
+    Each try holds a slot of its upstream's account: given back when the call returns, or
+    handed to `hold`, which binds it to the value (a stream) that gives it back on close.
+    """
+    ensure_prober()
     failures: list[UpstreamFailure] = []
+    deadline = time.monotonic() + settings.UPSTREAM_QUEUE_TIMEOUT
     for route in routes:
-        for target in route.targets[: settings.UPSTREAM_MAX_TRIES]:
+        left = list(route.targets)
+        for attempt in range(1, settings.UPSTREAM_MAX_TRIES + 1):
+            # Start another try only while a client may still wait for its first byte.
+            if not left or meter.elapsed_ms() > settings.UPSTREAM_READ_TIMEOUT * 1000:
+                break
+            lease = await _lease(meter, left, deadline)
+            target = lease.target
+            left.remove(target)
             meter.upstream_id, meter.upstream_label = target.id, target.label
             meter.upstream_model = route.model
             try:
-                value = await call(target, route.model)
+                return await call_on(lease, call, route.model, hold=hold)
             except UpstreamFailure as failure:
-                _log_try(target, failure)
+                _log_try(meter, attempt, target, failure)
                 failures.append(failure)
-                await mark_failure(target, failure)
-                if failure.kind.is_clients_fault:
+                if failure.kind is FailureKind.MODEL_NOT_FOUND:
+                    # Another service may serve it; this one's other tokens would not.
+                    left = [t for t in left if not same_service(t, target)]
+                elif failure.kind.is_clients_fault:
                     break
-                continue
-            await mark_success(target)
-            return value
         if failures and failures[-1].kind is FailureKind.BAD_REQUEST:
             break  # another model would refuse the same request
     raise await _refused(meter, failures)
 
 
-def _log_try(target: UpstreamTarget, failure: UpstreamFailure) -> None:
+async def _lease(meter: UsageMeter, targets: list[UpstreamTarget], deadline: float) -> Lease:
+    """A slot on the best free upstream, or the row and the 503 of a call that got none."""
+    try:
+        return await acquire(targets, deadline=deadline)
+    except OpenAIError as error:
+        meter.upstream_id, meter.upstream_label, meter.upstream_model = None, "", ""
+        outcome = Outcome(UsageStatus.UPSTREAM_ERROR, error.status, no_usage(), error=error.message)
+        await finish(meter, outcome)
+        raise
+
+
+def _log_try(
+    meter: UsageMeter, attempt: int, target: UpstreamTarget, failure: UpstreamFailure
+) -> None:
     logger.warning(
         "upstream try failed",
         extra={
+            "request_id": meter.request_id,
+            "try": attempt,
             "upstream": target.label,
             "failure": failure.kind.value,
             "upstream_status": failure.status,
             "reason": failure.message,
+            "ms": meter.elapsed_ms(),
         },
     )
 
@@ -355,3 +388,4 @@ async def finish(meter: UsageMeter, outcome: Outcome) -> None:
             "estimated": outcome.estimated,
         },
     )
+    observe_model_call(meter, outcome)

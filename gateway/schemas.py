@@ -7,6 +7,11 @@ from typing import Any, Literal
 from ninja import Schema
 from pydantic import ConfigDict, Field
 
+# A chat of more messages is refused with a 400 naming `messages`.
+MAX_MESSAGES = 2048
+# Integers go on to the upstream as 64-bit JSON numbers; pydantic would turn 1e30 into an int.
+INT64_MAX = 2**63 - 1
+
 
 class Lenient(Schema):
     # Clients such as LangChain send more than they need: accept and ignore the rest.
@@ -49,17 +54,17 @@ class StreamOptions(Lenient):
 
 class ChatCompletionRequest(Lenient):
     model: str = Field(min_length=1, max_length=200)
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    n: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=INT64_MAX)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT64_MAX)
+    n: int | None = Field(default=None, ge=1, le=INT64_MAX)
     logprobs: bool | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-INT64_MAX - 1, le=INT64_MAX)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
@@ -73,12 +78,12 @@ class CompletionRequest(Lenient):
     prompt: str | list[str]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=INT64_MAX)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
-    n: int | None = Field(default=None, ge=1)
-    logprobs: int | None = None
+    n: int | None = Field(default=None, ge=1, le=INT64_MAX)
+    logprobs: int | None = Field(default=None, ge=-INT64_MAX - 1, le=INT64_MAX)
     echo: bool = False
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-INT64_MAX - 1, le=INT64_MAX)
     user: str | None = None

@@ -1,4 +1,4 @@
-"""SSEResponse: a streaming response that always closes its source generator."""
+"""Streaming responses that always close their source: SSE for chat, raw bytes for media."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from django.http import StreamingHttpResponse
 
 
-class SSEResponse(StreamingHttpResponse):
-    """`text/event-stream` whose `__aiter__` closes the source in `finally`.
+class ClosingStreamResponse(StreamingHttpResponse):
+    """A streaming response whose `__aiter__` closes the source in `finally`.
 
     Django 5.2 closes only its own outer iterator: on a stalled peer the source's cleanup
     would otherwise run after the request has ended, outside its context.
@@ -18,11 +18,12 @@ class SSEResponse(StreamingHttpResponse):
         self,
         source: AsyncGenerator[bytes, None],
         *,
+        content_type: str,
         first: bytes = b"",
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(source, content_type="text/event-stream", headers=headers)
-        self["Cache-Control"] = "no-cache"
+        super().__init__(source, content_type=content_type, headers=headers)
+        # Proxies such as nginx would otherwise hold the bytes back.
         self["X-Accel-Buffering"] = "no"
         self._source = source
         self._first = first
@@ -35,3 +36,17 @@ class SSEResponse(StreamingHttpResponse):
                 yield chunk
         finally:
             await self._source.aclose()
+
+
+class SSEResponse(ClosingStreamResponse):
+    """`text/event-stream`, never cached."""
+
+    def __init__(
+        self,
+        source: AsyncGenerator[bytes, None],
+        *,
+        first: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(source, content_type="text/event-stream", first=first, headers=headers)
+        self["Cache-Control"] = "no-cache"

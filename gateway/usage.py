@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -96,7 +96,8 @@ def record_usage(meter: UsageMeter, outcome: Outcome) -> None:
     entry = ledger_entry(meter, outcome)
     try:
         write_entry(entry)
-    except DatabaseError:
+    except (OperationalError, InterfaceError):
+        # The database is away: keep the row locally until it returns.
         usage_journal.append(entry)
         logger.warning(
             "database unavailable: usage row journalled", extra={"key": meter.key_prefix}
@@ -127,8 +128,8 @@ def ledger_entry(meter: UsageMeter, outcome: Outcome) -> dict[str, Any]:
         "key_id": meter.key_id,
         "user_id": meter.user_id,
         "endpoint": meter.endpoint,
-        "model": meter.model,
-        "upstream_model": meter.upstream_model,
+        "model": storable(meter.model, 200),
+        "upstream_model": storable(meter.upstream_model, 200),
         "upstream_id": meter.upstream_id,
         "stream": meter.stream,
         "status": str(outcome.status),
@@ -140,8 +141,17 @@ def ledger_entry(meter: UsageMeter, outcome: Outcome) -> dict[str, Any]:
         "usd_cents": usage.usd_cents,
         "latency_ms": meter.elapsed_ms(),
         "ttft_ms": meter.ttft_ms(),
-        "error": outcome.error[:300],
+        "error": storable(outcome.error, 300),
     }
+
+
+def storable(text: str, limit: int) -> str:
+    """Client-chosen text as PostgreSQL stores it: within its column, NUL turned to U+FFFD.
+
+    A refused body's model name is any string the client sent; PostgreSQL refuses both NUL
+    and text past a column's length, and a row it refuses would never be written.
+    """
+    return text.replace("\x00", "\ufffd")[:limit]
 
 
 def write_entry(entry: dict[str, Any]) -> bool:

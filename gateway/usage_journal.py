@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 logger = logging.getLogger("gateway.journal")
 _CHECK_EVERY = 5.0
@@ -81,15 +81,31 @@ def _replay_file(path: Path, write: Callable[[dict[str, Any]], bool]) -> int:
             return 0  # another process is replaying or appending to it
         with os.fdopen(os.dup(fd), "rb") as handle:
             lines = [line for line in handle.read().splitlines() if line.strip()]
-        written = 0
-        for line in lines:
-            written += int(write(orjson.loads(line)))
+        written = sum(_replay_line(line, write) for line in lines)
         # Everything is in the database now: empty the file in place, appenders keep it.
         os.ftruncate(fd, 0)
         if written:
             logger.warning("replayed %d journalled usage rows from %s", written, path.name)
         return written
-    except DatabaseError:
+    except (OperationalError, InterfaceError):
         return 0  # still down: keep the file, try again later
     finally:
         os.close(fd)
+
+
+def _replay_line(line: bytes, write: Callable[[dict[str, Any]], bool]) -> int:
+    """Write one entry; one the database refuses for its content is set aside, not retried."""
+    entry = orjson.loads(line)
+    try:
+        return int(write(entry))
+    except (OperationalError, InterfaceError):
+        raise
+    except DatabaseError as exc:
+        logger.error(
+            "journalled usage row refused by the database (%s); kept in rejected.jsonl",
+            type(exc).__name__,
+            extra={"entry_id": entry.get("entry_id")},
+        )
+        with (journal_dir() / "rejected.jsonl").open("ab") as rejected:
+            rejected.write(line + b"\n")
+        return 0

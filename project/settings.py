@@ -180,6 +180,9 @@ UPSTREAM_MAX_TRIES = env_int("UPSTREAM_MAX_TRIES", 3, minimum=1)
 UPSTREAM_FAILURES_TO_COOL = env_int("UPSTREAM_FAILURES_TO_COOL", 3, minimum=1)
 UPSTREAM_COOLDOWN = env_float("UPSTREAM_COOLDOWN", 30.0)
 UPSTREAM_QUEUE_TIMEOUT = env_float("UPSTREAM_QUEUE_TIMEOUT", 30.0)
+# Seconds between the server's probe rounds (0 turns the prober off), and one probe's limit.
+UPSTREAM_PROBE_INTERVAL = env_float("UPSTREAM_PROBE_INTERVAL", 30.0)
+UPSTREAM_PROBE_TIMEOUT = env_float("UPSTREAM_PROBE_TIMEOUT", 15.0, minimum=0.1)
 MODELS_CACHE_SECONDS = env_float("MODELS_CACHE_SECONDS", 600.0)
 # How long a key's or an upstream's settings may be served from memory (DESIGN: 5 s).
 SETTINGS_CACHE_SECONDS = env_float("SETTINGS_CACHE_SECONDS", 5.0)

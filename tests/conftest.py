@@ -23,6 +23,7 @@ from django.db import connection
 
 from accounts.keys import KeyLimits, issue_key
 from gateway.models import Upstream
+from gateway.testing.fake_openai import FakeOpenAI
 from gateway.testing.fake_puter import FakePuter
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -78,6 +79,45 @@ def fake(fake_server: Fake) -> Fake:
     return fake_server
 
 
+@dataclass
+class OpenAIFake:
+    app: FakeOpenAI
+    url: str
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/_fake/stats").json()  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/_fake/reset")
+
+
+@pytest.fixture(scope="session")
+def fake_openai_server() -> Iterator[OpenAIFake]:
+    app = FakeOpenAI()
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the fake OpenAI-compatible server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield OpenAIFake(app, f"http://127.0.0.1:{port}")
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture
+def fake_openai(fake_openai_server: OpenAIFake) -> OpenAIFake:
+    fake_openai_server.reset()
+    return fake_openai_server
+
+
 def database_url() -> str:
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
@@ -116,6 +156,11 @@ def start_gateway(fake_url: str, name: str, *, workers: int = 1, **env: str) -> 
         "UPSTREAM_READ_TIMEOUT": "5",
         "LOG_FORMAT": "json",
         "REDIS_KEY_PREFIX": REDIS_PREFIX,
+        # No background probes: tests see upstream states change only through their calls.
+        "UPSTREAM_PROBE_INTERVAL": "0",
+        # Every test calls from 127.0.0.1, and 401s are what many assert: the failed-auth
+        # limit has its own tests (tests/test_security.py), on addresses of their own.
+        "AUTH_FAILURES_PER_MINUTE": "100000",
         **env,
     }
     command = [
@@ -181,7 +226,8 @@ def make_upstream(transactional_db: None) -> Callable[..., Upstream]:
         upstream = Upstream(label=label, **fields)
         upstream.token = token
         upstream.save()
-        ISSUED_SECRETS.append(token)
+        if len(token) >= 12:  # a two-letter test token turns up inside any random text
+            ISSUED_SECRETS.append(token)
         return upstream
 
     return make

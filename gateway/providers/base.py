@@ -149,3 +149,69 @@ class Provider(Protocol):
     async def list_models(
         self, client: httpx.AsyncClient, target: UpstreamTarget
     ) -> list[dict[str, Any]]: ...
+
+
+# --- media -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """A generated image or video, whole."""
+
+    content: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class VideoRequest:
+    prompt: str
+    model: str
+    seconds: int
+    size: str
+    input_reference: str | None = None  # a data: URI or an http(s) URL
+
+
+class UnusableResult(Exception):
+    """The upstream answered, and was paid, with nothing usable: never try another one."""
+
+
+class MediaStream(Protocol):
+    """An open binary reply whose status and type were checked and first bytes read."""
+
+    content_type: str
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MediaProvider(Protocol):
+    async def generate_image(
+        self,
+        client: httpx.AsyncClient,
+        target: UpstreamTarget,
+        *,
+        prompt: str,
+        model: str,
+        size: str | None,
+        quality: str | None,
+    ) -> Media: ...
+
+    async def synthesize_speech(
+        self,
+        client: httpx.AsyncClient,
+        target: UpstreamTarget,
+        *,
+        text: str,
+        model: str,
+        voice: str,
+        response_format: str,
+    ) -> MediaStream: ...
+
+    async def generate_video(
+        self, client: httpx.AsyncClient, target: UpstreamTarget, request: VideoRequest
+    ) -> Media: ...
+
+    async def video_models(
+        self, client: httpx.AsyncClient, target: UpstreamTarget
+    ) -> list[str]: ...

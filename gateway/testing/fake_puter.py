@@ -2,7 +2,8 @@
 
 A raw ASGI app. The caller's token prefix chooses account behaviours (`bad`, `broke`, `busy`,
 `crash`, and `v1` for the old wire), and `+directive` suffixes of the model name choose how a
-chat reply goes (see `fake_scenarios`). `/_fake/stats` shows what the fake saw.
+chat reply goes (see `fake_scenarios`); images, speech and video are `fake_media`'s.
+`/_fake/stats` shows what the fake saw.
 
 Run it standalone: `python -m gateway.testing.fake_puter --port N [--host H] [--fast]`.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 import uvicorn
 
+from gateway.testing import fake_media
 from gateway.testing import fake_scenarios as scenarios
 from gateway.testing.fake_scenarios import FakeModel, JsonDict, Scenario
 from gateway.testing.fake_scenarios import chunk_texts as chunk_texts
@@ -269,6 +271,7 @@ class Call:
     payload: JsonDict
     caller: Caller
     driver: str
+    base_url: str = ""  # where the caller reached the fake, for result URLs
 
     @property
     def args(self) -> JsonDict:
@@ -432,6 +435,7 @@ class DriverInterface:
     legacy_default: str
     legacy_drivers: frozenset[str]
     methods: Mapping[str, Handler]
+    aliases: frozenset[str] = frozenset()  # v2 names that act as provider hints (media)
 
 
 INTERFACES: dict[str, DriverInterface] = {
@@ -441,15 +445,16 @@ INTERFACES: dict[str, DriverInterface] = {
         legacy_drivers=frozenset(model.legacy_driver for model in scenarios.MODELS),
         methods={"complete": chat_complete, "models": chat_models, "list": chat_list},
     ),
-    # Image generation, speech and video (PUTER.md B 4 to B 6) join this table as entries.
+    # Image generation, speech and video (PUTER.md B 4 to B 6).
+    **fake_media.interfaces(),
 }
 
 
 def resolve_driver(interface: str, spec: DriverInterface, name: object, caller: Caller) -> str:
     """The driver a call runs on; v2 knows one name per interface, v1 only provider names."""
     if not caller.v1:
-        if name in (None, "", spec.driver):
-            return spec.driver
+        if name in (None, "", spec.driver) or name in spec.aliases:
+            return str(name or spec.driver)
         message = f"Driver not found: {interface}:{name}"
         raise ApiError(404, "not_found", message)
     if name in (None, ""):
@@ -483,7 +488,8 @@ async def serve_call(
     reject_token(caller, "bad", "crash")
     handler, driver = dispatch(payload, caller)
     reject_token(caller, "busy")
-    call = Call(request.send, peer, stats, payload, caller, driver)
+    base_url = "http://" + request.headers.get("host", "")
+    call = Call(request.send, peer, stats, payload, caller, driver, base_url)
     await handler(call)
 
 
@@ -539,6 +545,7 @@ class FakePuter:
             ("POST", "/drivers/call"): self._drivers_call,
             ("GET", "/puterai/chat/models"): self._models,
             ("GET", "/puterai/chat/models/details"): self._model_details,
+            ("GET", "/puterai/video/models"): fake_media.video_models,
             ("GET", "/_fake/stats"): self._stats,
             ("POST", "/_fake/reset"): self._reset,
             ("GET", "/_fake/health"): self._health,
@@ -553,6 +560,8 @@ class FakePuter:
         }
         request = Request(scope=scope, receive=receive, send=send, headers=headers)
         route = self._routes.get((scope["method"], scope["path"]))
+        if route is None and scope["method"] == "GET" and scope["path"].startswith("/_fake/media/"):
+            route = fake_media.serve_media
         if route is None:
             status, body, _ = render_error(ApiError(404, "not_found", "Not found"), v1=False)
             await send_json(send, status, body)
