@@ -112,7 +112,7 @@ def prepare_gateway(config: Config, var: Path, upstream_url: str) -> tuple[dict[
     manage = [PYTHON, "manage.py"]
     subprocess.run([*manage, "migrate", "-v0"], env=env, cwd=ROOT, check=True)
     key = subprocess.run(
-        [*manage, "issue_key", "bench", "--rpm", "100000000", "--tpm", "1000000000000",
+        [*manage, "issue_key", "bench", "--rpm", "100000000", "--tpm", "2000000000",
          "--concurrency", "100000", "--budget-tokens", "1000000000000", "--budget-period",
          "month"],
         env=env, cwd=ROOT, check=True, capture_output=True, text=True,

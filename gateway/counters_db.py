@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, Min
 
 from accounts.db_thread import run_in_db_thread
 from gateway.counters import SLOT_TTL, CountersUnavailable, Window
@@ -44,13 +45,17 @@ def _window(scope: str, limit: int, window: float, now: float, *, add: bool) -> 
     with transaction.atomic():
         _lock(scope)
         Hit.objects.filter(scope=scope, at__lte=now - window).delete()
-        times = sorted(Hit.objects.filter(scope=scope).values_list("at", flat=True))
-        admitted = add and len(times) < limit
+        # Counted in the database: a high limit keeps many hits in the window.
+        current = Hit.objects.filter(scope=scope).aggregate(count=Count("id"), oldest=Min("at"))
+        count: int = current["count"]
+        oldest: float | None = current["oldest"]
+        admitted = add and count < limit
         if admitted:
             Hit.objects.create(scope=scope, at=now)
-            times.append(now)
-        reset = times[0] + window - now if times else 0.0
-        return Window(admitted, len(times), max(reset, 0.0))
+            count += 1
+            oldest = now if oldest is None else oldest
+        reset = oldest + window - now if oldest is not None else 0.0
+        return Window(admitted, count, max(reset, 0.0))
 
 
 def _release(holder: str) -> None:

@@ -82,4 +82,15 @@ def _count(raw: str | None, flag: str) -> int | None:
         raise CommandError(f"{flag} must be a whole number, not {raw!r}.") from None
     if value < 1:
         raise CommandError(f"{flag} must be at least 1, not {value}.")
+    if value > _LARGEST[flag]:
+        raise CommandError(f"{flag} can be at most {_LARGEST[flag]}, not {value}.")
     return value
+
+
+# What the columns hold (PostgreSQL refuses more; SQLite would silently accept it).
+_LARGEST = {
+    "--rpm": 2**31 - 1,
+    "--tpm": 2**31 - 1,
+    "--concurrency": 2**31 - 1,
+    "--budget-tokens": 2**63 - 1,
+}
