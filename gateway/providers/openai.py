@@ -28,9 +28,9 @@ from gateway.providers.base import (
     Usage,
     UsageEvent,
 )
+from gateway.providers.json_replies import read_json
 from gateway.providers.playback import ResultStream, collect
 
-MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 8 * 1024 * 1024
 USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
@@ -51,7 +51,7 @@ class OpenAIProvider:
             stream = SseStream(response)
             await stream.start()
             return await collect(stream)
-        return chat_result(await _read_json(response))
+        return chat_result(await read_json(response))
 
     async def open_stream(
         self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
@@ -59,7 +59,7 @@ class OpenAIProvider:
         response = await _send(client, target, request_body(request, stream=True))
         if not _is_event_stream(response):
             # Branch on what came back, not on what was asked: a JSON answer is complete.
-            return ResultStream(chat_result(await _read_json(response)))
+            return ResultStream(chat_result(await read_json(response)))
         stream = SseStream(response)
         await stream.start()
         return stream
@@ -71,7 +71,7 @@ class OpenAIProvider:
         request = client.build_request(
             "GET", endpoint(target, "/models"), headers=_headers(target, stream=False)
         )
-        body = await _read_json(await _open(client, request))
+        body = await read_json(await _open(client, request))
         models = body.get("data") if isinstance(body, dict) else None
         if not isinstance(models, list):
             raise UpstreamFailure(FailureKind.SERVER, "the upstream sent no model list", status=502)
@@ -125,41 +125,13 @@ async def _open(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Resp
         unreachable = "the upstream could not be reached"
         raise UpstreamFailure(FailureKind.SERVER, unreachable, status=502) from None
     if not response.is_success:
-        body = await _read_json(response)
+        body = await read_json(response)
         raise classify(response.status_code, body, retry_after(response.headers))
     return response
 
 
 def _is_event_stream(response: httpx.Response) -> bool:
     return "text/event-stream" in response.headers.get("content-type", "")
-
-
-async def _read_json(response: httpx.Response) -> Any:
-    """Read a bounded JSON body and close the response; text if it is not JSON."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > MAX_JSON_BYTES:
-                raise UpstreamFailure(FailureKind.SERVER, "the upstream reply is too large")
-            chunks.append(chunk)
-    except httpx.TimeoutException:
-        silent = "the upstream did not answer in time"
-        raise UpstreamFailure(FailureKind.TIMEOUT, silent, status=504) from None
-    except httpx.HTTPError:
-        raise UpstreamFailure(FailureKind.SERVER, "the upstream reply was cut off") from None
-    finally:
-        await response.aclose()
-    raw = b"".join(chunks)
-    try:
-        return orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        if response.is_success:
-            raise UpstreamFailure(
-                FailureKind.SERVER, "the upstream sent an unreadable reply", status=502
-            ) from None
-        return raw[:300].decode(errors="replace")
 
 
 # --- errors ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from gateway.providers.base import (
     UpstreamTarget,
     UsageEvent,
 )
+from gateway.providers.json_replies import read_json
 from gateway.providers.playback import ResultStream, collect
 from gateway.providers.puter_wire import (
     chat_args,
@@ -37,7 +38,6 @@ from gateway.providers.puter_wire import (
 )
 
 CHAT_INTERFACE = "puter-chat-completion"
-MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_LINE_BYTES = 8 * 1024 * 1024
 USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
 
@@ -45,6 +45,21 @@ USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
 @lru_cache(maxsize=1)
 def _extra_headers(raw: str) -> dict[str, str]:
     return dict(json.loads(raw)) if raw else {}
+
+
+def puter_headers(token: str, *, stream: bool) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "*/*",
+        "User-Agent": USER_AGENT,
+        **_extra_headers(settings.PUTER_EXTRA_HEADERS),
+    }
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if stream:
+        # Compression would batch NDJSON lines (and audio chunks): ask for none.
+        headers["Accept-Encoding"] = "identity"
+    return headers
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -86,7 +101,7 @@ class PuterProvider:
         base = target.base_url or settings.PUTER_API_BASE
         for path in ("/puterai/chat/models/details", "/puterai/chat/models"):
             try:
-                response = await client.get(base + path, headers=self._headers("", False))
+                response = await client.get(base + path, headers=puter_headers("", stream=False))
             except httpx.HTTPError:
                 continue
             if response.status_code == 200:
@@ -111,7 +126,7 @@ class PuterProvider:
             if response.is_success and "ndjson" in response.headers.get("content-type", ""):
                 self._legacy[target.id] = legacy
                 return response
-            body = await _read_json(response)
+            body = await read_json(response)
             details = error_details(response.status_code, body)
             if details is None:
                 self._legacy[target.id] = legacy
@@ -144,7 +159,7 @@ class PuterProvider:
             "POST",
             (target.base_url or settings.PUTER_API_BASE) + "/drivers/call",
             content=orjson.dumps(body),
-            headers=self._headers(target.token, stream),
+            headers=puter_headers(target.token, stream=stream),
         )
         try:
             return await client.send(request, stream=True)
@@ -157,49 +172,6 @@ class PuterProvider:
             raise UpstreamFailure(
                 FailureKind.SERVER, "the upstream could not be reached", status=502
             ) from None
-
-    def _headers(self, token: str, stream: bool) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "*/*",
-            "User-Agent": USER_AGENT,
-            **_extra_headers(settings.PUTER_EXTRA_HEADERS),
-        }
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        if stream:
-            # Compression would batch NDJSON lines: ask for none.
-            headers["Accept-Encoding"] = "identity"
-        return headers
-
-
-async def _read_json(response: httpx.Response) -> Any:
-    """Read a bounded JSON body and close the response."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > MAX_JSON_BYTES:
-                raise UpstreamFailure(FailureKind.SERVER, "the upstream reply is too large")
-            chunks.append(chunk)
-    except httpx.TimeoutException:
-        raise UpstreamFailure(
-            FailureKind.TIMEOUT, "the upstream did not answer in time", status=504
-        ) from None
-    except httpx.HTTPError:
-        raise UpstreamFailure(FailureKind.SERVER, "the upstream reply was cut off") from None
-    finally:
-        await response.aclose()
-    raw = b"".join(chunks)
-    try:
-        return orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        if response.is_success:
-            raise UpstreamFailure(
-                FailureKind.SERVER, "the upstream sent an unreadable reply", status=502
-            ) from None
-        return raw[:300].decode(errors="replace")
 
 
 async def _iter_lines(response: httpx.Response) -> AsyncGenerator[bytes, None]:

@@ -23,6 +23,7 @@ from gateway.providers.base import (
     UpstreamTarget,
     VideoRequest,
 )
+from gateway.providers.json_replies import read_json
 from gateway.providers.media_replies import (
     BinaryStream,
     WholeStream,
@@ -31,7 +32,7 @@ from gateway.providers.media_replies import (
     media_ref,
     read_media,
 )
-from gateway.providers.puter import USER_AGENT, _extra_headers, _read_json, _retry_after
+from gateway.providers.puter import _retry_after, puter_headers
 from gateway.providers.puter_wire import (
     classify,
     envelope_result,
@@ -172,7 +173,7 @@ class PuterMedia:
     async def video_models(self, client: httpx.AsyncClient, target: UpstreamTarget) -> list[str]:
         url = (target.base_url or settings.PUTER_API_BASE) + "/puterai/video/models"
         try:
-            response = await client.get(url, headers=_headers("", stream=False))
+            response = await client.get(url, headers=puter_headers("", stream=False))
             models = response.json().get("models") if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError, AttributeError):
             models = None
@@ -201,7 +202,7 @@ class PuterMedia:
             if response.is_success and not is_json(response):
                 self._legacy[target.id] = legacy
                 return response
-            body = await _read_json(response)
+            body = await read_json(response)
             details = error_details(response.status_code, body)
             if details is None:
                 self._legacy[target.id] = legacy
@@ -218,20 +219,6 @@ def _is_driver_style_error(status: int, code: str | None, message: str) -> bool:
     # v1 refuses each v2 driver name as "Calling ai-image directly is not yet supported".
     calling_directly = message.startswith("Calling ") and " directly" in message
     return is_driver_style_error(status, code, message) or calling_directly
-
-
-def _headers(token: str, *, stream: bool) -> dict[str, str]:
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "*/*",
-        "User-Agent": USER_AGENT,
-        **_extra_headers(settings.PUTER_EXTRA_HEADERS),
-    }
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if stream:
-        headers["Accept-Encoding"] = "identity"  # let audio arrive as Puter sends it
-    return headers
 
 
 async def _send(
@@ -255,7 +242,7 @@ async def _send(
         "POST",
         (target.base_url or settings.PUTER_API_BASE) + "/drivers/call",
         content=orjson.dumps(body),
-        headers=_headers(target.token, stream=stream),
+        headers=puter_headers(target.token, stream=stream),
         timeout=_video_timeout() if slow else httpx.USE_CLIENT_DEFAULT,
     )
     try:
