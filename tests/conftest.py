@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,21 +57,30 @@ class Fake:
         httpx.post(self.url + "/_fake/reset")
 
 
-@pytest.fixture(scope="session")
-def fake_server() -> Iterator[Fake]:
-    app = FakePuter()
+@contextmanager
+def serve_in_thread(app: Any, name: str) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yield its URL."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
-        assert time.monotonic() < deadline, "the fake Puter did not start"
+        assert time.monotonic() < deadline, f"the {name} did not start"
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield Fake(app, f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    thread.join(5)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[Fake]:
+    app = FakePuter()
+    with serve_in_thread(app, "fake Puter") as url:
+        yield Fake(app, url)
 
 
 @pytest.fixture
@@ -98,18 +108,8 @@ class OpenAIFake:
 @pytest.fixture(scope="session")
 def fake_openai_server() -> Iterator[OpenAIFake]:
     app = FakeOpenAI()
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the fake OpenAI-compatible server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield OpenAIFake(app, f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    thread.join(5)
+    with serve_in_thread(app, "fake OpenAI-compatible server") as url:
+        yield OpenAIFake(app, url)
 
 
 @pytest.fixture
