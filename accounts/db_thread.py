@@ -1,27 +1,75 @@
-"""The one way async code reaches the database: a single thread hop per step."""
+"""The one way async code reaches the database: one hop to a small pool of database threads.
+
+Each thread keeps its own connection open between steps. Opening a SQLite connection (and
+running its PRAGMAs) or taking one from the PostgreSQL pool cost more than most steps
+themselves; Django's per-request threads under ASGI can only open and close one per hop.
+The pool's threads are the only holders of these connections, so no connection is ever
+held across an upstream call, and DB_THREADS bounds how many the gateway uses.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from asgiref.sync import sync_to_async
-from django.db import connection
+from django.conf import settings
+from django.db import DatabaseError, connection, connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+_executor: ThreadPoolExecutor | None = None
+_lock = threading.Lock()
 
-def _call_and_release(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        with _lock:
+            if _executor is None:
+                _executor = ThreadPoolExecutor(settings.DB_THREADS, thread_name_prefix="db")
+    return _executor
+
+
+def _step(fn: Callable[[], R]) -> R:
     try:
-        return fn(*args, **kwargs)
+        return fn()
+    except DatabaseError:
+        # A broken connection must not serve the next step: the next one reconnects.
+        connection.close()
+        raise
     finally:
-        # Hand the connection back (to the pool on PostgreSQL): a connection held until
-        # the request ends would be held for a whole stream and starve the others.
-        if not connection.in_atomic_block:
+        if connection.in_atomic_block:  # a step must never leave its transaction open
             connection.close()
 
 
 async def run_in_db_thread(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Run a blocking database step `fn` in one hop and release its connection after."""
-    return await sync_to_async(_call_and_release)(fn, *args, **kwargs)
+    """Run a blocking database step `fn` in one hop to a database thread."""
+    context = contextvars.copy_context()  # request id and the like, for log lines
+    step = functools.partial(fn, *args, **kwargs)
+    return await asyncio.get_running_loop().run_in_executor(_pool(), context.run, _step, step)
+
+
+def close_db_threads() -> None:
+    """Close the database threads' connections and stop the threads (at shutdown)."""
+    global _executor
+    with _lock:
+        executor, _executor = _executor, None
+    if executor is None:
+        return
+    # One closer per thread: each waits for the others, so no thread runs two.
+    barrier = threading.Barrier(settings.DB_THREADS)
+
+    def close_own() -> None:
+        connections.close_all()
+        barrier.wait(timeout=10)
+
+    closers = [executor.submit(close_own) for _ in range(settings.DB_THREADS)]
+    for closer in closers:
+        closer.result()
+    executor.shutdown(wait=True)

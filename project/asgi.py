@@ -17,6 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_application = get_asgi_application()
 
 # Imported after Django is set up: these modules use models and settings.
+from accounts.db_thread import close_db_threads  # noqa: E402
 from gateway.handler import ApiHandler, is_api_path  # noqa: E402
 from gateway.upstream_client import close_clients  # noqa: E402
 from gateway.usage import replay_journal  # noqa: E402
@@ -44,5 +45,6 @@ async def _lifespan(receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_clients()
+            close_db_threads()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -108,6 +108,10 @@ def _database(url: str) -> dict[str, Any]:
     return config
 
 
+# Threads that run the API's database steps, each keeping one connection open
+# (accounts/db_thread.py); PostgreSQL's pool must hold them and the portal's requests.
+DB_THREADS = env_int("DB_THREADS", 4, minimum=1)
+
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -173,6 +173,8 @@ def test_the_overview_never_reads_the_ledger(operator_client: Client, alice: Use
 
 # The sync test client gathers an async stream whole, and says so.
 @pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+# The download pages through the database threads, which see committed rows only.
+@pytest.mark.django_db(transaction=True)
 def test_the_ledger_download_streams_the_rows_of_the_range(
     operator_client: Client, alice: User, bob: User
 ) -> None:

@@ -15,7 +15,8 @@ from django.test import Client
 from accounts.models import ApiKey, UsageLog, UserLimits
 from accounts.portal_keys import playground_key
 
-pytestmark = pytest.mark.django_db
+# The playground reaches the database from the API's database threads: committed rows only.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -206,6 +206,8 @@ def test_the_home_page_shows_today_this_month_and_active_keys(
 
 # The sync test client gathers an async stream whole, and says so.
 @pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume")
+# The download pages through the database threads, which see committed rows only.
+@pytest.mark.django_db(transaction=True)
 def test_the_csv_download_lists_only_the_users_rows_of_the_range(
     alice_client: Client, alice: User, bob: User
 ) -> None:
