@@ -16,7 +16,7 @@ from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from accounts.models import ApiKey, UsageDaily, UserLimits
-from accounts.usage_queries import period_bounds
+from accounts.spending import period_bounds
 
 MAX_SPAN_DAYS = 366
 TOP = 10

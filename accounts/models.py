@@ -175,3 +175,24 @@ class UsageDaily(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.key_id} {self.model}"
+
+
+class KeyTokensSecond(models.Model):
+    """Tokens of a key's requests that finished in one second, for its tokens-per-minute.
+
+    Summing at most 60 of these is what admission reads, however many requests a key
+    makes; rows older than two minutes are deleted as new ones are written.
+    """
+
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    second = models.BigIntegerField()  # Unix time, whole seconds
+    tokens = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Admission: WHERE key_id = ? AND second > ?; one row per key and second.
+            models.UniqueConstraint(fields=["key", "second"], name="key_tokens_second"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key_id} {self.second} {self.tokens}"

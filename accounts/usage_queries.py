@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Min, Sum
+from django.db.models import Sum
 from django.db.models.functions import Coalesce
 
-from accounts.models import ApiKey, BudgetPeriod, UsageDaily, UsageLog
+from accounts.models import ApiKey, UsageDaily
+from accounts.spending import period_bounds, spending
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,20 +18,6 @@ class Totals:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-
-
-def period_bounds(period: str, now: dt.datetime) -> tuple[dt.date, dt.datetime] | None:
-    """(first day of the current budget period, when the next one starts), in UTC."""
-    today = now.astimezone(dt.UTC).date()
-    if period == BudgetPeriod.DAY:
-        start = today
-        end = start + dt.timedelta(days=1)
-    elif period == BudgetPeriod.MONTH:
-        start = today.replace(day=1)
-        end = (start + dt.timedelta(days=32)).replace(day=1)
-    else:
-        return None
-    return start, dt.datetime.combine(end, dt.time(), tzinfo=dt.UTC)
 
 
 def key_totals(key_id: int, *, since: dt.date | None = None) -> Totals:
@@ -88,51 +75,3 @@ def key_report(key_id: int, now: dt.datetime, *, requests_minute: int) -> dict[s
             "budget_resets_at": int(bounds[1].timestamp()) if bounds else None,
         },
     }
-
-
-@dataclass(frozen=True, slots=True)
-class Spending:
-    """What a key's limits compare against, read in one database step."""
-
-    key_period_tokens: int
-    user_period_tokens: int
-    minute_tokens: int
-    minute_reset_after: float  # seconds until the oldest of those tokens leave the window
-
-
-def user_tokens_since(user_id: int, since: dt.date | None) -> int:
-    rows = UsageDaily.objects.filter(user_id=user_id)
-    if since is not None:
-        rows = rows.filter(day__gte=since)
-    return int(rows.aggregate(total=Coalesce(Sum("total_tokens"), 0))["total"])
-
-
-def spending(
-    *,
-    key_id: int,
-    user_id: int,
-    key_period: str | None,
-    user_period: str | None,
-    minute: bool,
-    now: dt.datetime,
-) -> Spending:
-    """Tokens of the key's and the user's current budget periods and of the last minute.
-
-    A period of None skips that question; "none" means a lifetime budget.
-    """
-    key_tokens = user_tokens = minute_tokens = 0
-    reset = 0.0
-    if key_period is not None:
-        bounds = period_bounds(key_period, now)
-        key_tokens = key_totals(key_id, since=bounds[0] if bounds else None).total_tokens
-    if user_period is not None:
-        bounds = period_bounds(user_period, now)
-        user_tokens = user_tokens_since(user_id, bounds[0] if bounds else None)
-    if minute:
-        window = UsageLog.objects.filter(
-            key_id=key_id, created__gt=now - dt.timedelta(seconds=60)
-        ).aggregate(tokens=Coalesce(Sum("total_tokens"), 0), oldest=Min("created"))
-        minute_tokens = window["tokens"]
-        if window["oldest"] is not None:
-            reset = (window["oldest"] + dt.timedelta(seconds=60) - now).total_seconds()
-    return Spending(key_tokens, user_tokens, minute_tokens, max(reset, 0.0))

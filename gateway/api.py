@@ -22,7 +22,7 @@ from gateway.body_parser import BodyParser, UnreadableBody
 from gateway.catalogue import models_for
 from gateway.counters import CountersUnavailable, peek
 from gateway.errors import OpenAIError, invalid_api_key, invalid_request, model_not_found
-from gateway.limits import limits_unavailable
+from gateway.limits import limits_unavailable, rpm_scope
 from gateway.media_api import media_router
 from gateway.relay import METERED_PATHS, TEXT_FORMAT, chat_completions, record_invalid
 from gateway.schemas import ChatCompletionRequest, CompletionRequest
@@ -92,7 +92,7 @@ async def describe_key(request: HttpRequest) -> HttpResponse:
     requests = 0
     if key.limits.rpm is not None:
         try:
-            requests = (await peek(f"rpm:{key.id}")).count
+            requests = (await peek(rpm_scope(key))).count
         except CountersUnavailable:
             raise limits_unavailable().error from None
     report = await run_in_db_thread(key_report, key.id, timezone.now(), requests_minute=requests)

@@ -66,6 +66,11 @@ def store() -> CounterStore:
     return _store
 
 
+def in_database() -> bool:
+    """Whether the counters live in the database (no REDIS_URL)."""
+    return not settings.REDIS_URL
+
+
 def new_holder() -> str:
     return secrets.token_hex(12)
 
@@ -75,13 +80,23 @@ async def take_slot(scope: str, limit: int) -> str | None:
     holder = new_holder()
     if not await store().take_slot(scope, limit, holder, time.time()):
         return None
-    _held[holder] = scope
-    _ensure_renewer()
+    keep_alive(scope, holder)
     return holder
 
 
-async def release_slot(scope: str, holder: str) -> None:
+def keep_alive(scope: str, holder: str) -> None:
+    """Renew a slot this process took until it is released."""
+    _held[holder] = scope
+    _ensure_renewer()
+
+
+def forget(holder: str) -> None:
+    """Stop renewing a slot (released, or left to expire)."""
     _held.pop(holder, None)
+
+
+async def release_slot(scope: str, holder: str) -> None:
+    forget(holder)
     await store().release_slot(scope, holder)
 
 

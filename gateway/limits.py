@@ -11,14 +11,25 @@ import contextlib
 import datetime as dt
 import ipaddress
 import math
+import time
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 
 from accounts.db_thread import run_in_db_thread
-from accounts.keys import KeyFacts
-from accounts.usage_queries import Spending, spending
-from gateway.counters import CountersUnavailable, hit, release_slot, take_slot
+from accounts.keys import KeyFacts, KeyLimits
+from accounts.spending import Spending, spending
+from gateway.counters import (
+    CountersUnavailable,
+    Window,
+    hit,
+    in_database,
+    keep_alive,
+    new_holder,
+    release_slot,
+    take_slot,
+)
+from gateway.counters_db import hit_here, take_slot_here
 from gateway.errors import OpenAIError
 
 
@@ -102,32 +113,42 @@ async def check_limits(key: KeyFacts, *, client_ip: str, now: dt.datetime) -> Gr
             )
         )
     grant = Grant()
+    if not (_reads_tokens(limits) or limits.max_concurrency is not None or limits.rpm is not None):
+        return grant
     try:
-        await _check_tokens(key, now, grant)
-        await _take_requests(key, grant)
+        if in_database():
+            await _admit_in_database(key, now, grant)
+        else:
+            await _check_tokens(key, now, grant)
+            await _take_requests(key, grant)
     except CountersUnavailable:
         raise limits_unavailable() from None
     return grant
 
 
-async def _check_tokens(key: KeyFacts, now: dt.datetime, grant: Grant) -> None:
-    limits = key.limits
+def _reads_tokens(limits: KeyLimits) -> bool:
+    return limits.tpm is not None or _periods(limits) != (None, None)
+
+
+def _periods(limits: KeyLimits) -> tuple[str | None, str | None]:
     key_period = limits.budget_period if limits.token_budget is not None else None
     user_period = limits.user_budget_period if limits.user_token_budget is not None else None
-    if key_period is None and user_period is None and limits.tpm is None:
-        return
-    try:
-        spent: Spending = await run_in_db_thread(
-            spending,
-            key_id=key.id,
-            user_id=key.user_id,
-            key_period=key_period,
-            user_period=user_period,
-            minute=limits.tpm is not None,
-            now=now,
-        )
-    except DatabaseError:
-        raise limits_unavailable() from None  # never a free pass
+    return key_period, user_period
+
+
+def _spending(key: KeyFacts, now: dt.datetime) -> Spending:
+    key_period, user_period = _periods(key.limits)
+    return spending(
+        key_id=key.id,
+        user_id=key.user_id,
+        key_period=key_period,
+        user_period=user_period,
+        minute=key.limits.tpm is not None,
+        now=now,
+    )
+
+
+def _judge_tokens(limits: KeyLimits, spent: Spending, grant: Grant) -> None:
     if limits.tpm is not None:
         grant.headers.update(
             {
@@ -145,21 +166,8 @@ async def _check_tokens(key: KeyFacts, now: dt.datetime, grant: Grant) -> None:
         raise _no_budget("user's", grant.headers)
 
 
-async def _take_requests(key: KeyFacts, grant: Grant) -> None:
-    limits = key.limits
-    if limits.max_concurrency is not None:
-        scope = f"key:{key.id}"
-        holder = await take_slot(scope, limits.max_concurrency)
-        if holder is None:
-            raise _too_many("Too many concurrent requests for this key.", 1, grant.headers)
-        grant.slot = (scope, holder)
-    if limits.rpm is None:
-        return
-    try:
-        window = await hit(f"rpm:{key.id}", limits.rpm)
-    except BaseException:
-        await release(grant)
-        raise
+def _judge_window(limits: KeyLimits, window: Window, grant: Grant) -> None:
+    assert limits.rpm is not None
     grant.headers.update(
         {
             "x-ratelimit-limit-requests": str(limits.rpm),
@@ -168,8 +176,78 @@ async def _take_requests(key: KeyFacts, grant: Grant) -> None:
         }
     )
     if not window.admitted:
-        await release(grant)
         raise _too_many("Requests per minute exceeded.", window.reset_after, grant.headers)
+
+
+def _too_many_at_once(grant: Grant) -> LimitRefusal:
+    return _too_many("Too many concurrent requests for this key.", 1, grant.headers)
+
+
+# --- counters in the database: every limit in one transaction, one thread hop -----------
+
+
+async def _admit_in_database(key: KeyFacts, now: dt.datetime, grant: Grant) -> None:
+    holder = new_holder() if key.limits.max_concurrency is not None else None
+    try:
+        await run_in_db_thread(_admit_here, key, now, grant, holder)
+    except DatabaseError:
+        raise limits_unavailable() from None  # never a free pass
+    if holder is not None:
+        grant.slot = (_slot_scope(key), holder)
+        keep_alive(*grant.slot)
+
+
+def _admit_here(key: KeyFacts, now: dt.datetime, grant: Grant, holder: str | None) -> None:
+    """Read the spending, take the slot and count the hit; a refusal rolls all back."""
+    limits = key.limits
+    with transaction.atomic():
+        if _reads_tokens(limits):
+            _judge_tokens(limits, _spending(key, now), grant)
+        if holder is not None:
+            assert limits.max_concurrency is not None
+            if not take_slot_here(_slot_scope(key), limits.max_concurrency, holder, time.time()):
+                raise _too_many_at_once(grant)
+        if limits.rpm is not None:
+            window = hit_here(rpm_scope(key), limits.rpm, 60.0, time.time())
+            _judge_window(limits, window, grant)
+
+
+# --- counters in Redis: the tokens from the database, the counters from Redis ------------
+
+
+async def _check_tokens(key: KeyFacts, now: dt.datetime, grant: Grant) -> None:
+    if not _reads_tokens(key.limits):
+        return
+    try:
+        spent = await run_in_db_thread(_spending, key, now)
+    except DatabaseError:
+        raise limits_unavailable() from None  # never a free pass
+    _judge_tokens(key.limits, spent, grant)
+
+
+async def _take_requests(key: KeyFacts, grant: Grant) -> None:
+    limits = key.limits
+    if limits.max_concurrency is not None:
+        scope = _slot_scope(key)
+        holder = await take_slot(scope, limits.max_concurrency)
+        if holder is None:
+            raise _too_many_at_once(grant)
+        grant.slot = (scope, holder)
+    if limits.rpm is None:
+        return
+    try:
+        _judge_window(limits, await hit(rpm_scope(key), limits.rpm), grant)
+    except BaseException:
+        await release(grant)
+        raise
+
+
+def _slot_scope(key: KeyFacts) -> str:
+    return f"key:{key.id}"
+
+
+def rpm_scope(key: KeyFacts) -> str:
+    return f"rpm:{key.id}"
 
 
 async def release(grant: Grant) -> None:

@@ -107,19 +107,20 @@ class Slot(models.Model):
 
 
 class Hit(models.Model):
-    """One admitted request in a rolling window (without Redis), e.g. a key's rpm."""
+    """Admitted requests in a sixtieth of a rolling window (without Redis), e.g. rpm's second."""
 
     scope = models.CharField(max_length=120)
-    at = models.FloatField()  # Unix time
+    at = models.FloatField()  # Unix time the slice starts
+    hits = models.PositiveIntegerField(default=1)
 
     class Meta:
-        indexes = [
-            # Windows: WHERE scope = ? AND at > ?
-            models.Index(fields=["scope", "at"], name="hit_scope_at"),
+        constraints = [
+            # One row per scope and slice; windows read WHERE scope = ? (and at > ?).
+            models.UniqueConstraint(fields=["scope", "at"], name="hit_scope_second"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.scope} {self.at}"
+        return f"{self.scope} {self.at} x{self.hits}"
 
 
 class VideoStatus(models.TextChoices):

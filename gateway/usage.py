@@ -14,6 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import ApiKey, UsageDaily, UsageLog, UsageStatus
+from accounts.spending import add_tokens_here
 from gateway import usage_journal
 from gateway.limits import Grant
 from gateway.models import Upstream
@@ -165,6 +166,8 @@ def write_entry(entry: dict[str, Any]) -> bool:
             fields["upstream_id"] = None  # deleted while the row waited
         UsageLog.objects.create(**fields)
         _add_to_daily(fields)
+        finished = fields["created"] + dt.timedelta(milliseconds=fields["latency_ms"] or 0)
+        add_tokens_here(key_id=fields["key_id"], tokens=fields["total_tokens"], finished=finished)
     return True
 
 
