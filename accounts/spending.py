@@ -17,7 +17,6 @@ from accounts.models import BudgetPeriod, KeyTokensSecond, UsageDaily
 DAILY = UsageDaily._meta.db_table
 SECONDS = KeyTokensSecond._meta.db_table
 MINUTE = 60
-KEEP_SECONDS = 2 * MINUTE  # rows older than this are never read again
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,21 +92,3 @@ def spending(
     minute_tokens, oldest = int(values[0]), values[1]
     reset = oldest + MINUTE - now.timestamp() if oldest is not None else 0.0
     return Spending(key_tokens, user_tokens, minute_tokens, max(reset, 0.0))
-
-
-def add_tokens_here(*, key_id: int, tokens: int, finished: dt.datetime) -> None:
-    """Count a finished request's tokens in its second (inside the row's transaction)."""
-    if tokens <= 0:
-        return
-    second = math.floor(finished.timestamp())
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {SECONDS} (key_id, second, tokens) VALUES (%s, %s, %s) "
-            "ON CONFLICT (key_id, second) DO UPDATE SET tokens = "
-            f"{SECONDS}.tokens + EXCLUDED.tokens",
-            [key_id, second, tokens],
-        )
-        cursor.execute(
-            f"DELETE FROM {SECONDS} WHERE key_id = %s AND second < %s",
-            [key_id, second - KEEP_SECONDS],
-        )

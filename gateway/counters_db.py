@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ParamSpec, TypeVar
 
 from django.db import DatabaseError, connection, transaction
@@ -66,7 +66,7 @@ def hit_here(scope: str, limit: int, window: float, now: float, *, add: bool = T
         if admitted:
             cursor.execute(
                 f"INSERT INTO {HITS} (scope, at, hits) VALUES (%s, %s, 1) "
-                "ON CONFLICT (scope, at) DO UPDATE SET hits = hits + 1",
+                f"ON CONFLICT (scope, at) DO UPDATE SET hits = {HITS}.hits + 1",
                 [scope, start],
             )
             count += 1
@@ -75,9 +75,15 @@ def hit_here(scope: str, limit: int, window: float, now: float, *, add: bool = T
     return Window(admitted, int(count), max(reset, 0.0))
 
 
-def release_slot_here(holder: str) -> None:
+def release_slots_here(holders: Sequence[str]) -> None:
+    """Give slots back in the caller's transaction (database thread)."""
+    marks = ", ".join(["%s"] * len(holders))
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {SLOTS} WHERE holder = %s", [holder])
+        cursor.execute(f"DELETE FROM {SLOTS} WHERE holder IN ({marks})", list(holders))
+
+
+def _release(holder: str) -> None:
+    release_slots_here([holder])
 
 
 def _take_slot(scope: str, limit: int, holder: str, now: float) -> bool:
@@ -120,7 +126,7 @@ class DatabaseStore:
         return await _run(_take_slot, scope, limit, holder, now)
 
     async def release_slot(self, scope: str, holder: str) -> None:
-        await _run(release_slot_here, holder)
+        await _run(_release, holder)
 
     async def renew_slots(self, holders: dict[str, str], until: float) -> None:
         if holders:

@@ -22,6 +22,7 @@ from accounts.spending import Spending, spending
 from gateway.counters import (
     CountersUnavailable,
     Window,
+    forget,
     hit,
     in_database,
     keep_alive,
@@ -248,6 +249,19 @@ def _slot_scope(key: KeyFacts) -> str:
 
 def rpm_scope(key: KeyFacts) -> str:
     return f"rpm:{key.id}"
+
+
+def hand_to_row(grant: Grant) -> str | None:
+    """The slot's holder, to be given back in the request row's database step.
+
+    Only with the counters in the database; the grant holds no slot from now.
+    """
+    if grant.slot is None or not in_database():
+        return None
+    holder = grant.slot[1]
+    grant.slot = None
+    forget(holder)
+    return holder
 
 
 async def release(grant: Grant) -> None:

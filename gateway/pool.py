@@ -16,7 +16,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.db_thread import run_in_db_thread
-from gateway.counters import CountersUnavailable, new_holder, release_slot, take_slot
+from gateway.counters import (
+    CountersUnavailable,
+    forget,
+    in_database,
+    new_holder,
+    release_slot,
+    take_slot,
+)
 from gateway.errors import upstream_busy
 from gateway.models import Upstream, UpstreamState
 from gateway.providers.base import (
@@ -202,16 +209,31 @@ class Lease:
     """A slot held on an upstream's account for the length of one upstream call."""
 
     target: UpstreamTarget
-    holder: str
+    holder: str | None  # None once given back
+
+    def hand_to_row(self) -> str | None:
+        """The holder, to be given back in the request row's database step.
+
+        Only with the counters in the database; the lease counts as given back from now.
+        """
+        holder = self.holder
+        if holder is None or holder.startswith(LocalSlots.PREFIX) or not in_database():
+            return None
+        self.holder = None
+        forget(holder)
+        return holder
 
     async def release(self) -> None:
+        holder, self.holder = self.holder, None
+        if holder is None:
+            return
         scope = slot_scope(self.target)
-        if self.holder.startswith(LocalSlots.PREFIX):
-            _local_slots.release(scope, self.holder)
+        if holder.startswith(LocalSlots.PREFIX):
+            _local_slots.release(scope, holder)
             return
         # An unreleased slot expires by itself: never let its release fail a request.
         with contextlib.suppress(CountersUnavailable):
-            await release_slot(scope, self.holder)
+            await release_slot(scope, holder)
 
 
 class HeldStream:

@@ -19,7 +19,7 @@ from accounts.keys import KeyFacts
 from accounts.models import Endpoint, UsageStatus
 from gateway.admission import Refused, Route, admit_request
 from gateway.errors import OpenAIError, error_for_failures
-from gateway.limits import release
+from gateway.limits import hand_to_row, release
 from gateway.logs import request_id_var
 from gateway.metrics import observe_model_call
 from gateway.openai_format import DONE, ChunkWriter, chat_completion, error_event
@@ -120,6 +120,10 @@ async def chat_completions(
         usage, estimated = meter.usage(complete=False)
         await finish(meter, Outcome(UsageStatus.CLIENT_DISCONNECTED, 499, usage, estimated))
         raise
+    except BaseException:
+        # A failure of the gateway itself: whatever the request holds must not stay held.
+        await asyncio.shield(release_held(meter))
+        raise
 
 
 async def record_invalid(
@@ -154,7 +158,7 @@ async def _complete(
     async def call(target: UpstreamTarget, model: str) -> ChatResult:
         return await provider_for(target).complete(client, target, {**body, "model": model})
 
-    result = await failover_routes(meter, routes, call)
+    result = await failover_routes(meter, routes, call, hold=_kept_by(meter))
     filters = filters_for(body)
     result.content = filters.apply(result.content)
     if filters.stopped and not result.tool_calls:
@@ -170,6 +174,16 @@ async def _complete(
         orjson.dumps(reply.render(result, model=meter.model, usage=usage)),
         content_type="application/json",
     )
+
+
+def _kept_by(meter: UsageMeter) -> Callable[[T, Lease], T]:
+    """A `hold` that leaves the account's slot with the meter, given back with the row."""
+
+    def keep(value: T, lease: Lease) -> T:
+        meter.lease = lease
+        return value
+
+    return keep
 
 
 def _wants_tools(body: dict[str, Any]) -> bool:
@@ -188,7 +202,10 @@ async def _stream(
             return ResultStream(await provider.complete(client, target, request))
         return await provider.open_stream(client, target, request)
 
-    upstream = await failover_routes(meter, routes, call, hold=HeldStream)
+    keep = _kept_by(meter)
+    upstream = await failover_routes(
+        meter, routes, call, hold=lambda stream, lease: keep(HeldStream(stream, lease), lease)
+    )
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     source = relay_chunks(
         upstream, meter, reply.writer(meter.model), filters_for(body), include_usage=include_usage
@@ -349,26 +366,39 @@ async def relay_chunks(
             await finish(meter, Outcome(UsageStatus.CLIENT_DISCONNECTED, 200, usage, estimated))
 
 
+async def release_held(meter: UsageMeter) -> None:
+    """Give back what the request still holds (a no-op for what went back already)."""
+    if meter.grant is not None:
+        await release(meter.grant)
+    if meter.lease is not None:
+        await meter.lease.release()
+
+
 def _failed_midway(meter: UsageMeter, event: StreamFailed) -> Outcome:
     usage, estimated = meter.usage(complete=False)
     return Outcome(UsageStatus.UPSTREAM_ERROR, 200, usage, estimated, error=event.message)
 
 
 async def finish(meter: UsageMeter, outcome: Outcome) -> None:
-    """Write the one row of this request (never twice) and its log line."""
+    """Write the one row of this request (never twice) and its log line; give its slots back.
+
+    With the counters in the database the slots go back in the row's own transaction: one
+    database step ends the request.
+    """
     if meter.recorded:
         return
     meter.recorded = True
+    held = [meter.grant and hand_to_row(meter.grant), meter.lease and meter.lease.hand_to_row()]
+    release = [holder for holder in held if holder]
     try:
         # Shielded: a second cancel must not lose the row.
-        await asyncio.shield(run_in_db_thread(record_usage, meter, outcome))
+        await asyncio.shield(run_in_db_thread(record_usage, meter, outcome, release=release))
     except asyncio.CancelledError:
         raise
     except Exception:
         logger.exception("usage row not written", extra={"key": meter.key_prefix})
     finally:
-        if meter.grant is not None:
-            await asyncio.shield(release(meter.grant))
+        await asyncio.shield(release_held(meter))
     logger.info(
         "model call",
         extra={

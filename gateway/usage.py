@@ -6,18 +6,20 @@ import datetime as dt
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
-from accounts.models import ApiKey, UsageDaily, UsageLog, UsageStatus
-from accounts.spending import add_tokens_here
+from accounts.models import ApiKey, UsageLog, UsageStatus
+from accounts.rollups import add_to_rollups_here
 from gateway import usage_journal
+from gateway.counters_db import release_slots_here
 from gateway.limits import Grant
 from gateway.models import Upstream
+from gateway.pool import Lease
 from gateway.providers.base import Usage
 from gateway.tokens import count_messages, count_text
 
@@ -51,6 +53,7 @@ class UsageMeter:
     delivered: list[str] = field(default_factory=list)
     recorded: bool = False
     grant: Grant | None = None  # limits held while the request runs
+    lease: Lease | None = None  # the upstream account's slot, once the call has answered
 
     def add_delivered(self, text: str) -> None:
         if self.first_token_at is None:
@@ -92,11 +95,14 @@ def no_usage() -> Usage:
     return Usage(0, 0)
 
 
-def record_usage(meter: UsageMeter, outcome: Outcome) -> None:
-    """Write the request's ledger row and its rollup, or journal it if the database fails."""
+def record_usage(meter: UsageMeter, outcome: Outcome, *, release: Sequence[str] = ()) -> None:
+    """Write the request's ledger row and its rollups, or journal it if the database fails.
+
+    `release`: slots held in the database's counters, given back in the row's transaction.
+    """
     entry = ledger_entry(meter, outcome)
     try:
-        write_entry(entry)
+        write_entry(entry, fresh=True, release=release)
     except (OperationalError, InterfaceError):
         # The database is away: keep the row locally until it returns.
         usage_journal.append(entry)
@@ -155,45 +161,37 @@ def storable(text: str, limit: int) -> str:
     return text.replace("\x00", "\ufffd")[:limit]
 
 
-def write_entry(entry: dict[str, Any]) -> bool:
-    """Insert the row and add it to its rollup in one transaction, once per entry id."""
+def write_entry(entry: dict[str, Any], *, fresh: bool = False, release: Sequence[str] = ()) -> bool:
+    """Insert the row and count it in its rollups in one transaction, once per entry id.
+
+    A fresh row (metered just now, not replayed) skips the checks a replayed one needs; if
+    its upstream was deleted meanwhile the insert fails and the careful path runs. The
+    slots of `release` (counters in the database) are given back in the same transaction.
+    """
     fields = {**entry, "created": dt.datetime.fromisoformat(entry["created"])}
+    if fresh:
+        try:
+            with transaction.atomic():
+                _insert(fields, release)
+            return True
+        except IntegrityError:
+            pass
     with transaction.atomic():
         if UsageLog.objects.filter(entry_id=entry["entry_id"]).exists():
             return False
         upstream = fields["upstream_id"]
         if upstream and not Upstream.objects.filter(pk=upstream).exists():
             fields["upstream_id"] = None  # deleted while the row waited
-        UsageLog.objects.create(**fields)
-        _add_to_daily(fields)
-        finished = fields["created"] + dt.timedelta(milliseconds=fields["latency_ms"] or 0)
-        add_tokens_here(key_id=fields["key_id"], tokens=fields["total_tokens"], finished=finished)
+        _insert(fields, release)
     return True
 
 
-def _add_to_daily(row: dict[str, Any]) -> None:
-    status = row["status"]
-    failed = status in {UsageStatus.UPSTREAM_ERROR, UsageStatus.INVALID_REQUEST}
-    increments = {
-        "requests": F("requests") + 1,
-        "prompt_tokens": F("prompt_tokens") + row["prompt_tokens"],
-        "completion_tokens": F("completion_tokens") + row["completion_tokens"],
-        "total_tokens": F("total_tokens") + row["total_tokens"],
-        "errors": F("errors") + int(failed),
-        "rejected": F("rejected") + int(status == UsageStatus.REJECTED),
-    }
-    day = row["created"].astimezone(dt.UTC).date()
-    rows = UsageDaily.objects.filter(key_id=row["key_id"], model=row["model"], day=day)
-    if rows.update(**increments):
-        return
-    try:
-        with transaction.atomic():
-            UsageDaily.objects.create(
-                key_id=row["key_id"], user_id=row["user_id"], model=row["model"], day=day
-            )
-    except IntegrityError:
-        pass  # another worker created it first
-    rows.update(**increments)
+def _insert(fields: dict[str, Any], release: Sequence[str]) -> None:
+    UsageLog.objects.create(**fields)
+    finished = fields["created"] + dt.timedelta(milliseconds=fields["latency_ms"] or 0)
+    add_to_rollups_here(fields, finished=finished)
+    if release:
+        release_slots_here(release)
 
 
 def _note_key_used(key_id: int) -> None:

@@ -45,7 +45,7 @@ OK = Outcome(UsageStatus.OK, 200, Usage(10, 5))
 def test_a_row_the_database_refuses_is_journalled_then_replayed_once(
     meter_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def database_down(entry: dict[str, Any]) -> bool:
+    def database_down(entry: dict[str, Any], **_options: Any) -> bool:
         raise OperationalError("the database is down")
 
     monkeypatch.setattr(usage, "write_entry", database_down)
