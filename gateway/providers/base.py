@@ -7,7 +7,8 @@ rows and failover are the same for every provider.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,6 +116,25 @@ class UpstreamFailure(Exception):
         self.message = message
         self.status = status
         self.retry_after = retry_after
+
+    def hide(self, secret: str) -> None:
+        """Cut `secret` out of the message: it reaches clients, logs, rows and the admin."""
+        if secret and secret in self.message:
+            self.message = self.message.replace(secret, "[upstream token]")
+            self.args = (self.message,)
+
+
+@contextmanager
+def token_hidden(target: UpstreamTarget) -> Iterator[None]:
+    """Failures raised inside carry no trace of the target's token.
+
+    Some upstreams quote the credential they were sent in their error messages.
+    """
+    try:
+        yield
+    except UpstreamFailure as failure:
+        failure.hide(target.token)
+        raise
 
 
 @dataclass(slots=True)

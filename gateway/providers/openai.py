@@ -27,6 +27,7 @@ from gateway.providers.base import (
     UpstreamTarget,
     Usage,
     UsageEvent,
+    token_hidden,
 )
 from gateway.providers.json_replies import read_json
 from gateway.providers.playback import ResultStream, collect
@@ -46,23 +47,25 @@ class OpenAIProvider:
     async def complete(
         self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
     ) -> ChatResult:
-        response = await _send(client, target, request_body(request, stream=False))
-        if _is_event_stream(response):  # a stream nobody asked for: drain it
-            stream = SseStream(response)
-            await stream.start()
-            return await collect(stream)
-        return chat_result(await read_json(response))
+        with token_hidden(target):
+            response = await _send(client, target, request_body(request, stream=False))
+            if _is_event_stream(response):  # a stream nobody asked for: drain it
+                stream = SseStream(response)
+                await stream.start()
+                return await collect(stream)
+            return chat_result(await read_json(response))
 
     async def open_stream(
         self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
     ) -> ChatStream:
-        response = await _send(client, target, request_body(request, stream=True))
-        if not _is_event_stream(response):
-            # Branch on what came back, not on what was asked: a JSON answer is complete.
-            return ResultStream(chat_result(await read_json(response)))
-        stream = SseStream(response)
-        await stream.start()
-        return stream
+        with token_hidden(target):
+            response = await _send(client, target, request_body(request, stream=True))
+            if not _is_event_stream(response):
+                # Branch on what came back, not on what was asked: a JSON answer is complete.
+                return ResultStream(chat_result(await read_json(response)))
+            stream = SseStream(response)
+            await stream.start()
+            return stream
 
     async def list_models(
         self, client: httpx.AsyncClient, target: UpstreamTarget
@@ -71,7 +74,8 @@ class OpenAIProvider:
         request = client.build_request(
             "GET", endpoint(target, "/models"), headers=_headers(target, stream=False)
         )
-        body = await read_json(await _open(client, request))
+        with token_hidden(target):
+            body = await read_json(await _open(client, request))
         models = body.get("data") if isinstance(body, dict) else None
         if not isinstance(models, list):
             raise UpstreamFailure(FailureKind.SERVER, "the upstream sent no model list", status=502)

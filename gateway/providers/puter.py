@@ -22,6 +22,7 @@ from gateway.providers.base import (
     UpstreamFailure,
     UpstreamTarget,
     UsageEvent,
+    token_hidden,
 )
 from gateway.providers.json_replies import read_json
 from gateway.providers.playback import ResultStream, collect
@@ -77,23 +78,26 @@ class PuterProvider:
     async def complete(
         self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
     ) -> ChatResult:
-        reply = await self._call(client, target, chat_args(request, stream=False), stream=False)
-        if isinstance(reply, httpx.Response):  # a stream nobody asked for: drain it
-            stream = NdjsonStream(reply, request["model"])
-            await stream.start()
-            return await collect(stream)
-        return chat_result(reply, request["model"])
+        with token_hidden(target):
+            args = chat_args(request, stream=False)
+            reply = await self._call(client, target, args, stream=False)
+            if isinstance(reply, httpx.Response):  # a stream nobody asked for: drain it
+                stream = NdjsonStream(reply, request["model"])
+                await stream.start()
+                return await collect(stream)
+            return chat_result(reply, request["model"])
 
     async def open_stream(
         self, client: httpx.AsyncClient, target: UpstreamTarget, request: dict[str, Any]
     ) -> ChatStream:
-        reply = await self._call(client, target, chat_args(request, stream=True), stream=True)
-        if isinstance(reply, httpx.Response):
-            stream = NdjsonStream(reply, request["model"])
-            await stream.start()
-            return stream
-        # Branch on what came back, not on what was asked: a JSON answer is complete.
-        return ResultStream(chat_result(reply, request["model"]))
+        with token_hidden(target):
+            reply = await self._call(client, target, chat_args(request, stream=True), stream=True)
+            if isinstance(reply, httpx.Response):
+                stream = NdjsonStream(reply, request["model"])
+                await stream.start()
+                return stream
+            # Branch on what came back, not on what was asked: a JSON answer is complete.
+            return ResultStream(chat_result(reply, request["model"]))
 
     async def list_models(
         self, client: httpx.AsyncClient, target: UpstreamTarget

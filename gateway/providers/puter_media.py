@@ -211,7 +211,9 @@ class PuterMedia:
             if attempt == 1 and _is_driver_style_error(status, code, message):
                 legacy = not legacy  # the other generation's driver naming, once
                 continue
-            raise classify(status, code, message, _retry_after(response))
+            failure = classify(status, code, message, _retry_after(response))
+            failure.hide(target.token)  # some upstreams quote the credential they were sent
+            raise failure
         raise AssertionError("unreachable")
 
 
