@@ -317,29 +317,27 @@ async def relay_chunks(
     """Upstream events → OpenAI chunks, metered; the row is written whatever happens."""
     tool_index = 0
     reason = "stop"
-    pending = writer.role()  # sent together with the first event
     try:
+        # The role goes out at once: the client's first byte need not wait for a token.
+        yield writer.role()
         async for event in upstream.events():
             if isinstance(event, TextDelta):
                 text = filters.feed(event.text)
                 if text:
-                    yield pending + writer.content(text)
+                    yield writer.content(text)
                     meter.add_delivered(text)
-                    pending = b""
                 if filters.stopped:
                     meter.reported = None  # the upstream's figure counts text never sent
                     break
             elif isinstance(event, ReasoningDelta):
                 chunk = writer.reasoning(event.text)
                 if chunk:
-                    yield pending + chunk
+                    yield chunk
                     meter.add_delivered(event.text)
-                    pending = b""
             elif isinstance(event, ToolCallEvent):
-                yield pending + writer.tool_call(tool_index, event)
+                yield writer.tool_call(tool_index, event)
                 meter.add_delivered(event.name + event.arguments)
                 tool_index += 1
-                pending = b""
             elif isinstance(event, UsageEvent):
                 meter.reported = event.usage
             elif isinstance(event, Finish):
@@ -347,14 +345,15 @@ async def relay_chunks(
             else:
                 # The row is written before the last event: a client that saw it finds it.
                 await finish(meter, _failed_midway(meter, event))
-                yield pending + error_event(event.message, event.code)
+                yield error_event(event.message, event.code)
                 return
         rest = filters.flush()
+        tail = b""
         if rest:
-            pending += writer.content(rest)
+            tail = writer.content(rest)
             meter.add_delivered(rest)
         usage, estimated = meter.usage(complete=True)
-        tail = pending + writer.finish("tool_calls" if tool_index else reason)
+        tail += writer.finish("tool_calls" if tool_index else reason)
         if include_usage:
             tail += writer.usage(usage)
         await finish(meter, Outcome(UsageStatus.OK, 200, usage, estimated))

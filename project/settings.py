@@ -108,12 +108,14 @@ def _database(url: str) -> dict[str, Any]:
     return config
 
 
-# Threads that run the API's database steps, each keeping one connection open
-# (accounts/db_thread.py); PostgreSQL's pool must hold them and the portal's requests.
-DB_THREADS = env_int("DB_THREADS", 4, minimum=1)
-
 DATABASE_URL = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'db.sqlite3'}"
 DATABASES = {"default": _database(DATABASE_URL)}
+# Threads that run the API's database steps, each keeping one connection open
+# (accounts/db_thread.py); PostgreSQL's pool must hold them and the portal's requests.
+# SQLite takes one writer at a time, and a writer that finds it busy sleeps a millisecond
+# or more: one thread per process queues its steps instead.
+_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+DB_THREADS = env_int("DB_THREADS", 1 if _SQLITE else 4, minimum=1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")

@@ -208,11 +208,18 @@ def test_an_error_before_any_answer_is_a_failure_before_the_first_byte(
     error: dict[str, str], kind: FailureKind
 ) -> None:
     with pytest.raises(UpstreamFailure) as caught:
-        asyncio.run(read_all(sse(chunk({"role": "assistant"}), {"error": error}), 64))
+        asyncio.run(read_all(sse({"error": error}, chunk({"role": "assistant"})), 64))
     assert caught.value.kind is kind
 
 
-def test_a_stream_that_ends_before_any_event_is_a_failure() -> None:
+def test_an_error_after_the_role_chunk_is_a_failure_midway() -> None:
+    # The role chunk says the upstream took the request; the client's first byte goes out
+    # with it, without waiting for the first token.
+    raw = sse(chunk({"role": "assistant"}), {"error": {"message": "529 overloaded_error: x"}})
+    assert asyncio.run(read_all(raw, 64)) == [StreamFailed("529 overloaded_error: x")]
+
+
+def test_a_stream_that_ends_before_any_chunk_is_a_failure() -> None:
     with pytest.raises(UpstreamFailure) as caught:
-        asyncio.run(read_all(sse(chunk({"role": "assistant", "content": ""}), b"[DONE]"), 64))
+        asyncio.run(read_all(sse(b"[DONE]"), 64))
     assert caught.value.kind is FailureKind.SERVER

@@ -286,9 +286,13 @@ class SseStream:
         self._error: UpstreamFailure | None = None  # the last error event, classified
 
     async def start(self) -> None:
-        """Read the first event: it decides whether this upstream answered."""
+        """Read the first chunk: it decides whether this upstream answered.
+
+        A well-formed chunk without text (the usual first one, with the role) is enough:
+        waiting for the first token would hold the client's first byte back with it.
+        """
         try:
-            first = await self._next()
+            first = await self._first()
         except UpstreamFailure:
             await self.aclose()
             raise
@@ -299,7 +303,16 @@ class SseStream:
                     FailureKind.SERVER, "the upstream stream ended before any event", status=502
                 )
             raise self._error or UpstreamFailure(FailureKind.SERVER, first.message, status=502)
-        self._ready.appendleft(first)
+
+    async def _first(self) -> Event | bool | None:
+        """The first chunk's first event (kept for `events`), True if it had none."""
+        data = await anext(self._data, None)
+        if data is None or data == b"[DONE]":
+            self._ended = True
+            self._ready.extend(self._tool_calls())
+            return self._ready[0] if self._ready else None
+        self._parse(data)
+        return self._ready[0] if self._ready else True
 
     async def events(self) -> AsyncIterator[Event]:
         while True:
