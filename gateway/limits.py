@@ -13,6 +13,7 @@ import ipaddress
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, transaction
 
@@ -32,6 +33,9 @@ from gateway.counters import (
 )
 from gateway.counters_db import hit_here, take_slot_here
 from gateway.errors import OpenAIError
+
+if TYPE_CHECKING:
+    from gateway.pool import Reservation
 
 
 @dataclass(slots=True)
@@ -101,8 +105,13 @@ def limits_unavailable() -> LimitRefusal:
     )
 
 
-async def check_limits(key: KeyFacts, *, client_ip: str, now: dt.datetime) -> Grant:
-    """Admit the request under every limit of the key and its user, or raise LimitRefusal."""
+async def check_limits(
+    key: KeyFacts, *, client_ip: str, now: dt.datetime, reservation: Reservation | None = None
+) -> Grant:
+    """Admit the request under every limit of the key and its user, or raise LimitRefusal.
+
+    A `reservation` (counters in the database) is taken in the same step if there is room.
+    """
     limits = key.limits
     if limits.allowed_ips and not ip_allowed(client_ip, limits.allowed_ips):
         raise LimitRefusal(
@@ -114,11 +123,12 @@ async def check_limits(key: KeyFacts, *, client_ip: str, now: dt.datetime) -> Gr
             )
         )
     grant = Grant()
-    if not (_reads_tokens(limits) or limits.max_concurrency is not None or limits.rpm is not None):
+    limited = _reads_tokens(limits) or limits.max_concurrency is not None or limits.rpm is not None
+    if not limited and reservation is None:
         return grant
     try:
         if in_database():
-            await _admit_in_database(key, now, grant)
+            await _admit_in_database(key, now, grant, reservation)
         else:
             await _check_tokens(key, now, grant)
             await _take_requests(key, grant)
@@ -187,10 +197,12 @@ def _too_many_at_once(grant: Grant) -> LimitRefusal:
 # --- counters in the database: every limit in one transaction, one thread hop -----------
 
 
-async def _admit_in_database(key: KeyFacts, now: dt.datetime, grant: Grant) -> None:
+async def _admit_in_database(
+    key: KeyFacts, now: dt.datetime, grant: Grant, reservation: Reservation | None
+) -> None:
     holder = new_holder() if key.limits.max_concurrency is not None else None
     try:
-        await run_in_db_thread(_admit_here, key, now, grant, holder)
+        await run_in_db_thread(_admit_here, key, now, grant, holder, reservation)
     except DatabaseError:
         raise limits_unavailable() from None  # never a free pass
     if holder is not None:
@@ -198,9 +210,19 @@ async def _admit_in_database(key: KeyFacts, now: dt.datetime, grant: Grant) -> N
         keep_alive(*grant.slot)
 
 
-def _admit_here(key: KeyFacts, now: dt.datetime, grant: Grant, holder: str | None) -> None:
-    """Read the spending, take the slot and count the hit; a refusal rolls all back."""
+def _admit_here(
+    key: KeyFacts,
+    now: dt.datetime,
+    grant: Grant,
+    holder: str | None,
+    reservation: Reservation | None,
+) -> None:
+    """Read the spending, take the slot and count the hit; a refusal rolls all back.
+
+    Then take the reserved account slot if its account has room (else `acquire` waits).
+    """
     limits = key.limits
+    taken = False
     with transaction.atomic():
         if _reads_tokens(limits):
             _judge_tokens(limits, _spending(key, now), grant)
@@ -211,6 +233,11 @@ def _admit_here(key: KeyFacts, now: dt.datetime, grant: Grant, holder: str | Non
         if limits.rpm is not None:
             window = hit_here(rpm_scope(key), limits.rpm, 60.0, time.time())
             _judge_window(limits, window, grant)
+        if reservation is not None:
+            cap = reservation.target.max_concurrency
+            taken = take_slot_here(reservation.scope, cap, reservation.holder, time.time())
+    if reservation is not None:
+        reservation.taken = taken  # only once committed
 
 
 # --- counters in Redis: the tokens from the database, the counters from Redis ------------

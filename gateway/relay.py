@@ -99,8 +99,9 @@ async def chat_completions(
             model=meter.model,
             client_ip=request.META.get("REMOTE_ADDR", ""),
             now=meter.created,
+            reserve=True,
         )
-        meter.grant = admission.grant
+        meter.grant, meter.lease = admission.grant, admission.lease
         try:
             if meter.stream:
                 response: HttpResponseBase = await _stream(meter, admission.routes, body, reply)
@@ -247,7 +248,7 @@ async def failover_routes(
             # Start another try only while a client may still wait for its first byte.
             if not left or meter.elapsed_ms() > settings.UPSTREAM_READ_TIMEOUT * 1000:
                 break
-            lease = await _lease(meter, left, deadline)
+            lease = _reserved(meter, left) or await _lease(meter, left, deadline)
             target = lease.target
             left.remove(target)
             meter.upstream_id, meter.upstream_label = target.id, target.label
@@ -265,6 +266,14 @@ async def failover_routes(
         if failures and failures[-1].kind is FailureKind.BAD_REQUEST:
             break  # another model would refuse the same request
     raise await _refused(meter, failures)
+
+
+def _reserved(meter: UsageMeter, targets: list[UpstreamTarget]) -> Lease | None:
+    """The account slot admission took for the first try, if it is still to be used."""
+    lease = meter.lease
+    if lease is None or lease.holder is None or lease.target not in targets:
+        return None
+    return lease
 
 
 async def _lease(meter: UsageMeter, targets: list[UpstreamTarget], deadline: float) -> Lease:
