@@ -37,6 +37,7 @@ from gateway.providers.base import (
     UpstreamFailure,
     UpstreamTarget,
     UsageEvent,
+    without_secret,
 )
 from gateway.providers.playback import ResultStream
 from gateway.providers.registry import provider_for
@@ -352,6 +353,7 @@ async def relay_chunks(
             elif isinstance(event, Finish):
                 reason = event.reason
             else:
+                event = _token_hidden(event, meter)
                 # The row is written before the last event: a client that saw it finds it.
                 await finish(meter, _failed_midway(meter, event))
                 yield error_event(event.message, event.code)
@@ -380,6 +382,13 @@ async def release_held(meter: UsageMeter) -> None:
         await release(meter.grant)
     if meter.lease is not None:
         await meter.lease.release()
+
+
+def _token_hidden(event: StreamFailed, meter: UsageMeter) -> StreamFailed:
+    """Some upstreams quote the credential they were sent in their error messages."""
+    if meter.lease is None:
+        return event
+    return StreamFailed(without_secret(event.message, meter.lease.target.token), event.code)
 
 
 def _failed_midway(meter: UsageMeter, event: StreamFailed) -> Outcome:

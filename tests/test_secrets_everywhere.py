@@ -40,7 +40,8 @@ HELLO = [{"role": "user", "content": "hi"}]
 async def echoing_upstream(scope: Scope, receive: Receive, send: Send) -> None:
     """An OpenAI-compatible server that fails every call, quoting the credential it was sent.
 
-    Careless upstreams do this. `echo-400` fails as the client's fault, anything else as a 500.
+    Careless upstreams do this. `echo-400` fails as the client's fault, `echo-midstream`
+    after its first chunk, anything else as a 500.
     """
     body, more = b"", True
     while more:
@@ -49,6 +50,13 @@ async def echoing_upstream(scope: Scope, receive: Receive, send: Send) -> None:
         more = message.get("more_body", False)
     credential = dict(scope["headers"]).get(b"authorization", b"").decode()
     error = {"message": f"Rejected credential {credential}", "type": "invalid_request_error"}
+    if b"echo-midstream" in body:
+        first = {"choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+        events = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in (first, {"error": error}))
+        sse = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": sse})
+        await send({"type": "http.response.body", "body": events})
+        return
     status = 400 if b"echo-400" in body else 500
     headers = [(b"content-type", b"application/json")]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -175,7 +183,7 @@ def create_in_the_admin(admin: Browser, ledger: Ledger, echo_url: str) -> None:
     upstream = {
         **{"label": "echo", "provider": "openai", "base_url": echo_url + "/v1", "token": token},
         **{"account": "", "weight": "1", "max_concurrency": "3", "priority": "10"},
-        **{"models": "echo-400, echo-500", "_save": "Save"},
+        **{"models": "echo-400, echo-500, echo-midstream", "_save": "Save"},
     }
     admin.post("/admin/gateway/upstream/add/", upstream)
     assert Upstream.objects.get(label="echo").token == token
@@ -225,6 +233,8 @@ def use_the_api(ledger: Ledger, live: Gateway) -> None:
     call(ledger, live, "error mid-stream", portal, 200, model="gpt-4o-mini+failafter2", stream=True)
     call(ledger, live, "echoing upstream 400", portal, 400, model="echo-400")
     call(ledger, live, "echoing upstream 500", portal, 404, model="echo-500")
+    midstream = {"model": "echo-midstream", "stream": True}
+    call(ledger, live, "echoing upstream mid-stream", portal, 200, **midstream)
     call(ledger, live, "echoing Puter upstream", portal, 404, model="echo-puter")
     auth = {"Authorization": f"Bearer {keys['bootstrap key']}"}
     add("API: models", httpx.get(live.v1 + "/models", headers=auth), 200)
@@ -304,6 +314,7 @@ def assert_surfaces_were_seen(ledger: Ledger, log: str) -> None:
     assert "Authentication failed" in upstreams  # the wrong token's last error is shown
     assert "Rejected credential Bearer" in upstreams  # so is the echoing upstream's
     assert "Rejected credential" in texts["API: echoing upstream 400"]
+    assert "Rejected credential" in texts["API: echoing upstream mid-stream"]
     assert ledger.secrets["rotated portal key"][:11] in texts["export_usage csv"]
     assert "gateway_" in texts["metrics"]
 

@@ -119,9 +119,25 @@ class UpstreamFailure(Exception):
 
     def hide(self, secret: str) -> None:
         """Cut `secret` out of the message: it reaches clients, logs, rows and the admin."""
-        if secret and secret in self.message:
-            self.message = self.message.replace(secret, "[upstream token]")
-            self.args = (self.message,)
+        hidden = without_secret(self.message, secret)
+        if hidden != self.message:
+            self.message = hidden
+            self.args = (hidden,)
+
+
+HIDDEN = "[upstream token]"
+_PARTIAL = 6  # a message cut short may end in this much of a secret, or more
+
+
+def without_secret(text: str, secret: str) -> str:
+    """`text` with `secret` replaced, also where a length cap cut it off at the end."""
+    if not secret:
+        return text
+    text = text.replace(secret, HIDDEN)
+    for size in range(min(len(secret) - 1, len(text)), _PARTIAL - 1, -1):
+        if text.endswith(secret[:size]):
+            return text[:-size] + HIDDEN
+    return text
 
 
 @contextmanager
