@@ -187,11 +187,35 @@ def write_entry(entry: dict[str, Any], *, fresh: bool = False, release: Sequence
 
 
 def _insert(fields: dict[str, Any], release: Sequence[str]) -> None:
-    UsageLog.objects.create(**fields)
+    _insert_row(fields)
     finished = fields["created"] + dt.timedelta(milliseconds=fields["latency_ms"] or 0)
     add_to_rollups_here(fields, finished=finished)
     if release:
         release_slots_here(release)
+
+
+_ROW_FIELDS = [field for field in UsageLog._meta.concrete_fields if not field.primary_key]
+# Only the model's own table and column names are formatted in.
+_INSERT_ROW = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
+    UsageLog._meta.db_table,
+    ", ".join(str(field.column) for field in _ROW_FIELDS),
+    ", ".join(["%s"] * len(_ROW_FIELDS)),
+)
+
+
+def _insert_row(fields: dict[str, Any]) -> None:
+    """The ledger row in one plain INSERT: the ORM's save cost more than the statement.
+
+    Values go through each field's own conversion for the database, as save() does.
+    """
+    values = [
+        field.get_db_prep_save(
+            fields[field.attname] if field.attname in fields else field.get_default(), connection
+        )
+        for field in _ROW_FIELDS
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_ROW, values)
 
 
 def _note_key_used(key_id: int) -> None:
