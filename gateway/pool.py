@@ -244,6 +244,10 @@ class HeldStream:
         self._stream = stream
         self._lease = lease
 
+    @property
+    def buffered(self) -> bool:
+        return self._stream.buffered
+
     def events(self) -> AsyncIterator[Event]:
         return self._stream.events()
 

@@ -324,9 +324,14 @@ async def relay_chunks(
     *,
     include_usage: bool,
 ) -> AsyncGenerator[bytes, None]:
-    """Upstream events → OpenAI chunks, metered; the row is written whatever happens."""
+    """Upstream events → OpenAI chunks, metered; the row is written whatever happens.
+
+    The chunks of the events that arrived together go out in one write; none waits for an
+    event still to come.
+    """
     tool_index = 0
     reason = "stop"
+    out = Batch()
     try:
         # The role goes out at once: the client's first byte need not wait for a token.
         yield writer.role()
@@ -334,19 +339,16 @@ async def relay_chunks(
             if isinstance(event, TextDelta):
                 text = filters.feed(event.text)
                 if text:
-                    yield writer.content(text)
-                    meter.add_delivered(text)
+                    out.add(writer.content(text), text)
                 if filters.stopped:
                     meter.reported = None  # the upstream's figure counts text never sent
                     break
             elif isinstance(event, ReasoningDelta):
                 chunk = writer.reasoning(event.text)
                 if chunk:
-                    yield chunk
-                    meter.add_delivered(event.text)
+                    out.add(chunk, event.text)
             elif isinstance(event, ToolCallEvent):
-                yield writer.tool_call(tool_index, event)
-                meter.add_delivered(event.name + event.arguments)
+                out.add(writer.tool_call(tool_index, event), event.name + event.arguments)
                 tool_index += 1
             elif isinstance(event, UsageEvent):
                 meter.reported = event.usage
@@ -354,26 +356,53 @@ async def relay_chunks(
                 reason = event.reason
             else:
                 event = _token_hidden(event, meter)
+                out.delivered_to(meter)  # the client receives them with the error
                 # The row is written before the last event: a client that saw it finds it.
                 await finish(meter, _failed_midway(meter, event))
-                yield error_event(event.message, event.code)
+                yield out.take() + error_event(event.message, event.code)
                 return
+            if out and not upstream.buffered:
+                yield out.take()
+                out.delivered_to(meter)
         rest = filters.flush()
-        tail = b""
         if rest:
-            tail = writer.content(rest)
-            meter.add_delivered(rest)
+            out.add(writer.content(rest), rest)
+        out.delivered_to(meter)
         usage, estimated = meter.usage(complete=True)
-        tail += writer.finish("tool_calls" if tool_index else reason)
+        tail = writer.finish("tool_calls" if tool_index else reason)
         if include_usage:
             tail += writer.usage(usage)
         await finish(meter, Outcome(UsageStatus.OK, 200, usage, estimated))
-        yield tail + DONE
+        yield out.take() + tail + DONE
     finally:
         await upstream.aclose()
         if not meter.recorded:
             usage, estimated = meter.usage(complete=False)
             await finish(meter, Outcome(UsageStatus.CLIENT_DISCONNECTED, 200, usage, estimated))
+
+
+class Batch:
+    """Chunks waiting for one write, and the text they carry (metered once written)."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._texts: list[str] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._chunks)
+
+    def add(self, chunk: bytes, text: str) -> None:
+        self._chunks.append(chunk)
+        self._texts.append(text)
+
+    def take(self) -> bytes:
+        chunks, self._chunks = self._chunks, []
+        return b"".join(chunks)
+
+    def delivered_to(self, meter: UsageMeter) -> None:
+        for text in self._texts:
+            meter.add_delivered(text)
+        self._texts = []
 
 
 async def release_held(meter: UsageMeter) -> None:

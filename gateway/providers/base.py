@@ -168,6 +168,11 @@ class ChatResult:
 class ChatStream(Protocol):
     """An open upstream stream whose first event has already been read."""
 
+    @property
+    def buffered(self) -> bool:
+        """Whether the next event is here without waiting for the upstream."""
+        ...
+
     def events(self) -> AsyncIterator[Event]: ...
 
     async def aclose(self) -> None: ...

@@ -7,7 +7,7 @@ go through as the client sent them; replies are read into the same events as Put
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -31,8 +31,8 @@ from gateway.providers.base import (
 )
 from gateway.providers.json_replies import read_json
 from gateway.providers.playback import ResultStream, collect
+from gateway.providers.upstream_lines import UpstreamLines
 
-MAX_LINE_BYTES = 8 * 1024 * 1024
 USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
 
@@ -248,42 +248,29 @@ def _tool_call(call: dict[str, Any]) -> ToolCallEvent:
     return ToolCallEvent(str(call.get("id") or ""), str(function.get("name") or ""), arguments)
 
 
-async def _sse_data(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The `data` of each server-sent event, as it arrives."""
-    buffer, data = b"", []
-    try:
-        async for chunk in response.aiter_bytes():
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                line = line.rstrip(b"\r")
-                if line.startswith(b"data:"):
-                    data.append(line[5:].strip())
-                elif not line and data:
-                    yield b"\n".join(data)
-                    data = []
-            if len(buffer) > MAX_LINE_BYTES:
-                raise UpstreamFailure(FailureKind.SERVER, "the upstream sent an over-long line")
-    except httpx.TimeoutException:
-        raise UpstreamFailure(FailureKind.TIMEOUT, "the upstream went silent", status=504) from None
-    except httpx.HTTPError:
-        raise UpstreamFailure(FailureKind.SERVER, "the upstream stream was cut off") from None
-    if buffer.startswith(b"data:"):
-        data.append(buffer[5:].strip())
-    if data:
-        yield b"\n".join(data)
-
-
 class SseStream:
-    """An OpenAI chat stream as normalised events; tool calls are whole once complete."""
+    """An OpenAI chat stream as normalised events; tool calls are whole once complete.
+
+    Every event one network read completed is parsed at once (`buffered` then says more
+    are here); a failure found among them comes after the events before it.
+    """
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self._data = _sse_data(response)
+        self._lines = UpstreamLines(response)
+        self._data: list[bytes] = []  # the data lines of the event being read
         self._ready: deque[Event] = deque()
         self._calls: dict[int, dict[str, str]] = {}
+        self._payloads = 0
+        self._first_failed = False
         self._ended = False
+        self._failure: UpstreamFailure | None = None  # raised once the events before it are out
         self._error: UpstreamFailure | None = None  # the last error event, classified
+
+    @property
+    def buffered(self) -> bool:
+        """Whether the next event is here without waiting for the upstream."""
+        return bool(self._ready) or self._failure is not None
 
     async def start(self) -> None:
         """Read the first chunk: it decides whether this upstream answered.
@@ -292,27 +279,21 @@ class SseStream:
         waiting for the first token would hold the client's first byte back with it.
         """
         try:
-            first = await self._first()
+            while not (self._payloads or self._ended or self._failure):
+                await self._fill()
+            if self._failure is not None and not self._payloads:
+                raise self._failure
         except UpstreamFailure:
             await self.aclose()
             raise
-        if first is None or isinstance(first, StreamFailed):
+        if self._first_failed or not self._payloads:
             await self.aclose()
-            if first is None:
+            if not self._payloads:
                 raise UpstreamFailure(
                     FailureKind.SERVER, "the upstream stream ended before any event", status=502
                 )
-            raise self._error or UpstreamFailure(FailureKind.SERVER, first.message, status=502)
-
-    async def _first(self) -> Event | bool | None:
-        """The first chunk's first event (kept for `events`), True if it had none."""
-        data = await anext(self._data, None)
-        if data is None or data == b"[DONE]":
-            self._ended = True
-            self._ready.extend(self._tool_calls())
-            return self._ready[0] if self._ready else None
-        self._parse(data)
-        return self._ready[0] if self._ready else True
+            message = next(e.message for e in self._ready if isinstance(e, StreamFailed))
+            raise self._error or UpstreamFailure(FailureKind.SERVER, message, status=502)
 
     async def events(self) -> AsyncIterator[Event]:
         while True:
@@ -331,18 +312,56 @@ class SseStream:
                 return
 
     async def aclose(self) -> None:
-        await self._data.aclose()
+        await self._lines.aclose()
         await self._response.aclose()
 
     async def _next(self) -> Event | None:
         while not self._ready:
-            data = None if self._ended else await anext(self._data, None)
-            if data is None or data == b"[DONE]":
-                self._ended = True
-                self._ready.extend(self._tool_calls())
-                return self._ready.popleft() if self._ready else None
-            self._parse(data)
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
+            if self._ended:
+                return None
+            await self._fill()
         return self._ready.popleft()
+
+    async def _fill(self) -> None:
+        """Parse every event the next network read completed."""
+        try:
+            for line in await self._lines.read():
+                self._take(line.rstrip(b"\r"))
+            if self._lines.ended:
+                if self._data:
+                    self._payload(b"\n".join(self._data))
+                self._end()
+        except UpstreamFailure as failure:
+            self._failure = failure
+
+    def _take(self, line: bytes) -> None:
+        if line.startswith(b"data:"):
+            self._data.append(line[5:].strip())
+        elif not line and self._data:
+            data, self._data = b"\n".join(self._data), []
+            self._payload(data)
+
+    def _payload(self, data: bytes) -> None:
+        if self._ended:
+            return
+        if data == b"[DONE]":
+            self._end()
+            return
+        before = len(self._ready)
+        self._parse(data)
+        if not self._payloads:
+            self._first_failed = any(
+                isinstance(event, StreamFailed) for event in list(self._ready)[before:]
+            )
+        self._payloads += 1
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._ready.extend(self._tool_calls())
 
     def _parse(self, data: bytes) -> None:
         try:

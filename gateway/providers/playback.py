@@ -24,6 +24,10 @@ class ResultStream:
     def __init__(self, result: ChatResult) -> None:
         self._result = result
 
+    @property
+    def buffered(self) -> bool:
+        return True  # every event is in memory
+
     async def events(self) -> AsyncIterator[Event]:
         result = self._result
         if result.reasoning:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Any
 
@@ -37,9 +38,9 @@ from gateway.providers.puter_wire import (
     normalize_usage,
     tool_call_of,
 )
+from gateway.providers.upstream_lines import UpstreamLines
 
 CHAT_INTERFACE = "puter-chat-completion"
-MAX_LINE_BYTES = 8 * 1024 * 1024
 USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
 
 
@@ -178,44 +179,38 @@ class PuterProvider:
             ) from None
 
 
-async def _iter_lines(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    buffer = b""
-    try:
-        async for chunk in response.aiter_bytes():
-            buffer += chunk
-            if b"\n" in chunk:
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield line
-            if len(buffer) > MAX_LINE_BYTES:
-                raise UpstreamFailure(FailureKind.SERVER, "the upstream sent an over-long line")
-    except httpx.TimeoutException:
-        raise UpstreamFailure(FailureKind.TIMEOUT, "the upstream went silent", status=504) from None
-    except httpx.HTTPError:
-        raise UpstreamFailure(FailureKind.SERVER, "the upstream stream was cut off") from None
-    if buffer.strip():
-        yield buffer
-
-
 class NdjsonStream:
-    """Puter's NDJSON chat stream as normalised events (PUTER.md B 2.5)."""
+    """Puter's NDJSON chat stream as normalised events (PUTER.md B 2.5).
+
+    Every line one network read completed is parsed at once (`buffered` then says more
+    events are here); a failure found among them comes after the events before it.
+    """
 
     def __init__(self, response: httpx.Response, model: str) -> None:
         self._response = response
         self._model = model
-        self._lines = _iter_lines(response)
-        self._first: Event | None = None
+        self._lines = UpstreamLines(response)
+        self._ready: deque[Event] = deque()
+        self._failure: UpstreamFailure | None = None  # raised once the events before it are out
         self._texts = 0
         self._others = 0
+
+    @property
+    def buffered(self) -> bool:
+        """Whether the next event is here without waiting for the upstream."""
+        return bool(self._ready) or self._failure is not None
 
     async def start(self) -> None:
         """Read the first event: it decides whether this upstream answered."""
         try:
-            first = await self._next()
+            while not (self._ready or self._lines.ended or self._failure):
+                await self._fill()
+            if self._failure is not None and not self._ready:
+                raise self._failure
         except UpstreamFailure:
             await self.aclose()
             raise
+        first = self._ready[0] if self._ready else None
         if first is None or isinstance(first, StreamFailed):
             await self.aclose()
             if first is None:
@@ -223,11 +218,8 @@ class NdjsonStream:
                     FailureKind.SERVER, "the upstream stream ended before any event", status=502
                 )
             raise classify_stream_error(first.message)
-        self._first = first
 
     async def events(self) -> AsyncIterator[Event]:
-        if self._first is not None:
-            yield self._first
         while True:
             try:
                 event = await self._next()
@@ -248,11 +240,25 @@ class NdjsonStream:
         await self._response.aclose()
 
     async def _next(self) -> Event | None:
-        async for line in self._lines:
-            event = self._parse(line)
-            if event is not None:
-                return event
-        return None
+        while not self._ready:
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
+            if self._lines.ended:
+                return None
+            await self._fill()
+        return self._ready.popleft()
+
+    async def _fill(self) -> None:
+        """Parse every line the next network read completed."""
+        try:
+            for line in await self._lines.read():
+                if line.strip():
+                    event = self._parse(line)
+                    if event is not None:
+                        self._ready.append(event)
+        except UpstreamFailure as failure:
+            self._failure = failure
 
     def _parse(self, line: bytes) -> Event | None:
         try:
