@@ -37,11 +37,26 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _step(fn: Callable[[], R]) -> R:
+    kept = connection.connection is not None
+    try:
+        return _run(fn)
+    except DatabaseError:
+        if not kept or connection.connection is not None:  # not a broken kept connection
+            raise
+    # The server dropped the kept connection (a restart): the step failed on it without
+    # effect, so it runs once more on a new one.
+    return _run(fn)
+
+
+def _run(fn: Callable[[], R]) -> R:
     try:
         return fn()
     except DatabaseError:
-        # A broken connection must not serve the next step: the next one reconnects.
-        connection.close()
+        if connection.in_atomic_block or (
+            connection.connection is not None and not connection.is_usable()
+        ):
+            # A broken connection must not serve the next step: the next one reconnects.
+            connection.close()
         raise
     finally:
         if connection.in_atomic_block:  # a step must never leave its transaction open

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from accounts.db_thread import run_in_db_thread
 from gateway.models import ModelAlias
 
 _aliases: dict[str, list[str]] = {}
 _loaded_at = -1e9
+_have_copy = False
 
 
 def load_aliases() -> dict[str, list[str]]:
@@ -21,10 +23,15 @@ def load_aliases() -> dict[str, list[str]]:
 
 async def aliases() -> dict[str, list[str]]:
     """alias → [target, fallback, ...], read at most every SETTINGS_CACHE_SECONDS."""
-    global _aliases, _loaded_at
+    global _aliases, _loaded_at, _have_copy
     if time.monotonic() - _loaded_at > settings.SETTINGS_CACHE_SECONDS:
-        _aliases = await run_in_db_thread(load_aliases)
-        _loaded_at = time.monotonic()
+        try:
+            _aliases = await run_in_db_thread(load_aliases)
+        except DatabaseError:
+            if not _have_copy:
+                raise
+            return _aliases  # the last copy serves while the database is away
+        _loaded_at, _have_copy = time.monotonic(), True
     return _aliases
 
 

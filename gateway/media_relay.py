@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
@@ -25,7 +26,13 @@ from gateway.pool import Lease
 from gateway.providers.base import Media, MediaStream, UpstreamFailure, UpstreamTarget, Usage
 from gateway.providers.media_registry import media_provider_for, media_targets
 from gateway.providers.puter_media import DEFAULT_IMAGE_MODEL
-from gateway.relay import failover_routes, finish, new_meter
+from gateway.relay import (
+    database_failed,
+    failover_routes,
+    finish,
+    gateway_failed,
+    new_meter,
+)
 from gateway.sse import ClosingStreamResponse
 from gateway.tokens import count_text
 from gateway.upstream_client import upstream_client
@@ -64,10 +71,12 @@ async def metered(
         left = Outcome(UsageStatus.CLIENT_DISCONNECTED, 499, usage or no_usage(), estimated)
         await finish(meter, left)
         raise
+    except DatabaseError:
+        await finish(meter, database_failed())
+        raise
     except Exception:
         # The gateway's own failure: upstream failures arrive as OpenAIError above.
-        failed = Outcome(UsageStatus.UPSTREAM_ERROR, 500, no_usage(), error="the gateway failed")
-        await finish(meter, failed)
+        await finish(meter, gateway_failed())
         raise
 
 

@@ -7,11 +7,12 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
 
@@ -62,6 +63,7 @@ class PoolEntry:
 
 _entries: list[PoolEntry] = []
 _loaded_at = -1e9
+_have_copy = False
 
 
 def entry_of(upstream: Upstream, account_cap: int | None = None) -> PoolEntry:
@@ -96,10 +98,15 @@ def load_entries() -> list[PoolEntry]:
 
 async def pool_entries() -> list[PoolEntry]:
     """The enabled upstreams, read at most every SETTINGS_CACHE_SECONDS."""
-    global _entries, _loaded_at
+    global _entries, _loaded_at, _have_copy
     if time.monotonic() - _loaded_at > settings.SETTINGS_CACHE_SECONDS:
-        _entries = await run_in_db_thread(load_entries)
-        _loaded_at = time.monotonic()
+        try:
+            _entries = await run_in_db_thread(load_entries)
+        except DatabaseError:
+            if not _have_copy:
+                raise
+            return _entries  # the last copy serves while the database is away
+        _loaded_at, _have_copy = time.monotonic(), True
         _weights.keep({entry.target.id for entry in _entries})
     return _entries
 
@@ -454,9 +461,23 @@ def _remember(upstream_id: int) -> None:
 
 async def mark_failure(target: UpstreamTarget, failure: UpstreamFailure) -> None:
     if not (failure.kind.is_clients_fault or failure.kind is FailureKind.FORBIDDEN_MODEL):
-        await run_in_db_thread(record_failure, target.id, failure)
+        with _health_unrecorded(target):
+            await run_in_db_thread(record_failure, target.id, failure)
 
 
 async def mark_success(target: UpstreamTarget) -> None:
     if needs_reset(target.id):
-        await run_in_db_thread(record_success, target.id)
+        with _health_unrecorded(target):
+            await run_in_db_thread(record_success, target.id)
+
+
+@contextlib.contextmanager
+def _health_unrecorded(target: UpstreamTarget) -> Iterator[None]:
+    """Health is a hint: a database that cannot take it must not fail the call."""
+    try:
+        yield
+    except DatabaseError as exc:
+        logger.warning(
+            "upstream health not recorded",
+            extra={"upstream": target.label, "reason": type(exc).__name__},
+        )

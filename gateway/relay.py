@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import orjson
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
@@ -122,10 +123,23 @@ async def chat_completions(
         usage, estimated = meter.usage(complete=False)
         await finish(meter, Outcome(UsageStatus.CLIENT_DISCONNECTED, 499, usage, estimated))
         raise
-    except BaseException:
-        # A failure of the gateway itself: whatever the request holds must not stay held.
-        await asyncio.shield(release_held(meter))
+    except DatabaseError:
+        # Outside admission's own check (a pool or alias refresh): the row goes to the journal.
+        await finish(meter, database_failed())
         raise
+    except Exception:
+        # Upstream failures wrote their row already; this is the gateway's own failure.
+        await finish(meter, gateway_failed())
+        raise
+
+
+def database_failed() -> Outcome:
+    """The row of a call refused because the gateway's database failed (a 503)."""
+    return Outcome(UsageStatus.REJECTED, 503, no_usage(), error="the database is unavailable")
+
+
+def gateway_failed() -> Outcome:
+    return Outcome(UsageStatus.UPSTREAM_ERROR, 500, no_usage(), error="the gateway failed")
 
 
 async def record_invalid(
