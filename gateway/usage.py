@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
@@ -10,9 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.utils import timezone
 
+from accounts.db_thread import run_in_db_thread
 from accounts.models import ApiKey, UsageLog, UsageStatus
 from accounts.rollups import add_to_rollups_here
 from gateway import usage_journal
@@ -113,6 +122,24 @@ def record_usage(meter: UsageMeter, outcome: Outcome, *, release: Sequence[str] 
     if outcome.status == UsageStatus.OK and meter.upstream_id is not None:
         _note_upstream_ok(meter.upstream_id)
     _note_key_used(meter.key_id)
+    if usage_journal.pending():
+        usage_journal.replay(write_entry)
+
+
+JOURNAL_REPLAY_EVERY = 5.0  # seconds
+
+
+async def replay_journal_forever() -> None:
+    """Replay journalled rows every few seconds: they must not wait for the next request."""
+    while True:
+        await asyncio.sleep(JOURNAL_REPLAY_EVERY)
+        try:
+            await run_in_db_thread(_replay_if_pending)
+        except DatabaseError:
+            continue  # still away; the rows wait in the journal
+
+
+def _replay_if_pending() -> None:
     if usage_journal.pending():
         usage_journal.replay(write_entry)
 

@@ -6,6 +6,7 @@ shared upstream clients on shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -20,7 +21,7 @@ django_application = get_asgi_application()
 from accounts.db_thread import close_db_threads  # noqa: E402
 from gateway.handler import ApiHandler, is_api_path  # noqa: E402
 from gateway.upstream_client import close_clients  # noqa: E402
-from gateway.usage import replay_journal  # noqa: E402
+from gateway.usage import replay_journal, replay_journal_forever  # noqa: E402
 
 api_application = ApiHandler()
 
@@ -37,13 +38,17 @@ async def application(scope: Scope, receive: Any, send: Any) -> None:
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
+    replayer: asyncio.Task[None] | None = None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             # Rows a previous process journalled while the database was down.
             await sync_to_async(replay_journal)()
+            replayer = asyncio.get_running_loop().create_task(replay_journal_forever())
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if replayer is not None:
+                replayer.cancel()
             await close_clients()
             close_db_threads()
             await send({"type": "lifespan.shutdown.complete"})

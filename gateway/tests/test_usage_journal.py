@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.contrib.auth.models import User
 from django.db import OperationalError
 from django.test import override_settings
 
+from accounts.db_thread import run_in_db_thread
 from accounts.keys import KeyLimits, issue_key
 from accounts.models import UsageDaily, UsageLog, UsageStatus
 from gateway import usage, usage_journal
@@ -72,3 +74,21 @@ def test_a_replay_cut_short_never_writes_a_row_twice(meter_for: Any) -> None:
     assert usage_journal.replay(write_entry) == 1
     assert sorted(UsageLog.objects.values_list("request_id", flat=True)) == ["req-0", "req-1"]
     assert UsageDaily.objects.get().requests == 2
+
+
+def test_journalled_rows_are_replayed_without_waiting_for_traffic(
+    meter_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    usage_journal.append(ledger_entry(meter_for("req-quiet"), OK))
+    monkeypatch.setattr(usage, "JOURNAL_REPLAY_EVERY", 0.05)
+
+    async def a_while_of_quiet() -> None:
+        replayer = asyncio.get_running_loop().create_task(usage.replay_journal_forever())
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if await run_in_db_thread(UsageLog.objects.count):
+                break
+        replayer.cancel()
+
+    asyncio.run(a_while_of_quiet())
+    assert list(UsageLog.objects.values_list("request_id", flat=True)) == ["req-quiet"]
