@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from typing import Any
 
-from django.db import connection
-
 from accounts.models import KeyTokensSecond, UsageDaily, UsageStatus
+from accounts.sql_batch import Statement
 
 DAILY = UsageDaily._meta.db_table
 SECONDS = KeyTokensSecond._meta.db_table
-KEEP_SECONDS = 120  # per-second rows older than this are never read again
+KEEP_SECONDS = 120  # per-second rows older than this are never read again (kept at most 3 min)
 FAILED = {UsageStatus.UPSTREAM_ERROR, UsageStatus.INVALID_REQUEST}
 
 _ADD_TO_DAY = f"""
@@ -39,30 +39,40 @@ ON CONFLICT (key_id, second) DO UPDATE SET tokens = {SECONDS}.tokens + EXCLUDED.
 """
 
 
-def add_to_rollups_here(row: dict[str, Any], *, finished: dt.datetime) -> None:
-    """Count a ledger row (its model's fields as plain values) in both rollups."""
+def rollup_statements(row: dict[str, Any], *, finished: dt.datetime) -> list[Statement]:
+    """What counts a ledger row (its model's fields as plain values) in both rollups."""
     created = row["created"]
     assert isinstance(created, dt.datetime)
     status = row["status"]
-    tokens = (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"])
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _ADD_TO_DAY,
-            [
-                created.astimezone(dt.UTC).date(),
-                row["key_id"],
-                row["user_id"],
-                row["model"],
-                *tokens,
-                int(status in FAILED),
-                int(status == UsageStatus.REJECTED),
-            ],
-        )
-        total = row["total_tokens"]
-        if isinstance(total, int) and total > 0:
-            second = math.floor(finished.timestamp())
-            cursor.execute(_ADD_TO_SECOND, [row["key_id"], second, total])
-            cursor.execute(
-                f"DELETE FROM {SECONDS} WHERE key_id = %s AND second < %s",
-                [row["key_id"], second - KEEP_SECONDS],
-            )
+    day = [
+        created.astimezone(dt.UTC).date(),
+        row["key_id"],
+        row["user_id"],
+        row["model"],
+        row["prompt_tokens"],
+        row["completion_tokens"],
+        row["total_tokens"],
+        int(status in FAILED),
+        int(status == UsageStatus.REJECTED),
+    ]
+    statements: list[Statement] = [(_ADD_TO_DAY, day)]
+    total = row["total_tokens"]
+    if isinstance(total, int) and total > 0:
+        second = math.floor(finished.timestamp())
+        statements.append((_ADD_TO_SECOND, [row["key_id"], second, total]))
+        if _cleanup_due(row["key_id"]):
+            statements.append((_FORGET_SECONDS, [row["key_id"], second - KEEP_SECONDS]))
+    return statements
+
+
+_FORGET_SECONDS = f"DELETE FROM {SECONDS} WHERE key_id = %s AND second < %s"
+_CLEAN_EVERY = 60.0  # seconds between deletions of a key's old per-second rows
+_cleaned: dict[int, float] = {}
+
+
+def _cleanup_due(key_id: int) -> bool:
+    now = time.monotonic()
+    if now - _cleaned.get(key_id, -_CLEAN_EVERY) < _CLEAN_EVERY:
+        return False
+    _cleaned[key_id] = now
+    return True

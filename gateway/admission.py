@@ -9,7 +9,6 @@ from accounts.keys import KeyFacts
 from accounts.models import UsageStatus
 from gateway.aliases import models_to_try
 from gateway.catalogue import allowed
-from gateway.counters import in_database
 from gateway.errors import OpenAIError, model_not_allowed
 from gateway.limits import Grant, LimitRefusal, check_limits
 from gateway.pool import Lease, candidates, reserve_first, settle
@@ -45,14 +44,13 @@ async def admit_request(
 ) -> Admission:
     """Check allow-lists and limits in one step; the routes to try, the slots held.
 
-    With `reserve` (and the counters in the database) the same step takes the account
-    slot of the first upstream to try.
+    With `reserve` the same step takes the account slot of the first upstream to try.
     """
     if not allowed(model, key):
         raise Refused(model_not_allowed(model), UsageStatus.REJECTED)
     routes = [Route(name, await candidates(name)) for name in await models_to_try(model)]
     reservation = None
-    if reserve and in_database() and routes and routes[0].targets:
+    if reserve and routes and routes[0].targets:
         reservation = reserve_first(routes[0].targets)
     try:
         grant = await check_limits(key, client_ip=client_ip, now=now, reservation=reservation)

@@ -33,7 +33,50 @@ class Window:
     reset_after: float  # seconds until the oldest hit leaves the window
 
 
+@dataclass(frozen=True, slots=True)
+class SlotAsk:
+    scope: str
+    limit: int
+    holder: str
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAsk:
+    scope: str
+    limit: int
+    window: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What one admission takes from the counters, all in one step.
+
+    The slot first (if full, nothing else happens), then the window (if full, the slot is
+    not kept), then, if both passed, the extra slot when its scope has room.
+    """
+
+    slot: SlotAsk | None = None
+    window: WindowAsk | None = None
+    extra: SlotAsk | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    slot_taken: bool  # the slot had room (also True when none was asked for)
+    window: Window | None
+    extra_taken: bool
+
+    @property
+    def holds_slot(self) -> bool:
+        """Whether the slot asked for is now held (the window did not refuse it)."""
+        return self.slot_taken and (self.window is None or self.window.admitted)
+
+
 class CounterStore(Protocol):
+    async def admit(self, ask: Ask, now: float) -> Answer: ...
+
+    async def release_slots(self, held: list[tuple[str, str]]) -> None: ...
+
     async def take_slot(self, scope: str, limit: int, holder: str, now: float) -> bool: ...
 
     async def release_slot(self, scope: str, holder: str) -> None: ...
@@ -98,6 +141,27 @@ def forget(holder: str) -> None:
 async def release_slot(scope: str, holder: str) -> None:
     forget(holder)
     await store().release_slot(scope, holder)
+
+
+async def admit(ask: Ask) -> Answer:
+    """Take what `ask` asks for in one step; taken slots are renewed until released."""
+    answer = await store().admit(ask, time.time())
+    keep_taken_alive(ask, answer)
+    return answer
+
+
+def keep_taken_alive(ask: Ask, answer: Answer) -> None:
+    for slot, taken in ((ask.slot, answer.holds_slot), (ask.extra, answer.extra_taken)):
+        if slot is not None and taken:
+            keep_alive(slot.scope, slot.holder)
+
+
+async def release_slots(held: list[tuple[str, str]]) -> None:
+    """Give back several (scope, holder) slots in one step."""
+    for _scope, holder in held:
+        forget(holder)
+    if held:
+        await store().release_slots(held)
 
 
 async def hit(scope: str, limit: int, window: float = 60.0) -> Window:

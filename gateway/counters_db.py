@@ -19,7 +19,8 @@ from django.db import DatabaseError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 
 from accounts.db_thread import run_in_db_thread
-from gateway.counters import SLOT_TTL, CountersUnavailable, Window
+from accounts.sql_batch import Statement
+from gateway.counters import SLOT_TTL, Answer, Ask, CountersUnavailable, SlotAsk, Window
 from gateway.models import Hit, Slot
 
 P = ParamSpec("P")
@@ -35,19 +36,48 @@ def _lock(cursor: CursorWrapper, scope: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(scope.encode())])
 
 
+def admit_here(ask: Ask, now: float) -> Answer:
+    """Take what `ask` asks for in the caller's transaction (database thread)."""
+    if ask.slot is not None and not _has_room(ask.slot, now):
+        return Answer(slot_taken=False, window=None, extra_taken=False)
+    window = None
+    if ask.window is not None:
+        window = hit_here(ask.window.scope, ask.window.limit, ask.window.window, now)
+        if not window.admitted:
+            return Answer(slot_taken=True, window=window, extra_taken=False)
+    if ask.slot is not None:
+        _insert_slot(ask.slot, now)
+    extra = ask.extra is not None and _has_room(ask.extra, now)
+    if ask.extra is not None and extra:
+        _insert_slot(ask.extra, now)
+    return Answer(slot_taken=True, window=window, extra_taken=extra)
+
+
 def take_slot_here(scope: str, limit: int, holder: str, now: float) -> bool:
     """Take a slot in the caller's transaction (database thread)."""
+    slot = SlotAsk(scope, limit, holder)
+    if not _has_room(slot, now):
+        return False
+    _insert_slot(slot, now)
+    return True
+
+
+def _has_room(slot: SlotAsk, now: float) -> bool:
     with connection.cursor() as cursor:
-        _lock(cursor, scope)
-        cursor.execute(f"DELETE FROM {SLOTS} WHERE scope = %s AND expires_at <= %s", [scope, now])
-        cursor.execute(f"SELECT COUNT(*) FROM {SLOTS} WHERE scope = %s", [scope])
-        if cursor.fetchone()[0] >= limit:
-            return False
+        _lock(cursor, slot.scope)
+        cursor.execute(
+            f"DELETE FROM {SLOTS} WHERE scope = %s AND expires_at <= %s", [slot.scope, now]
+        )
+        cursor.execute(f"SELECT COUNT(*) FROM {SLOTS} WHERE scope = %s", [slot.scope])
+        return bool(cursor.fetchone()[0] < slot.limit)
+
+
+def _insert_slot(slot: SlotAsk, now: float) -> None:
+    with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {SLOTS} (scope, holder, expires_at) VALUES (%s, %s, %s)",
-            [scope, holder, now + SLOT_TTL],
+            [slot.scope, slot.holder, now + SLOT_TTL],
         )
-        return True
 
 
 def hit_here(scope: str, limit: int, window: float, now: float, *, add: bool = True) -> Window:
@@ -75,15 +105,24 @@ def hit_here(scope: str, limit: int, window: float, now: float, *, add: bool = T
     return Window(admitted, int(count), max(reset, 0.0))
 
 
-def release_slots_here(holders: Sequence[str]) -> None:
-    """Give slots back in the caller's transaction (database thread)."""
+def release_statement(holders: Sequence[str]) -> Statement:
+    """What gives slots back, to run with the statements of the request's row."""
     marks = ", ".join(["%s"] * len(holders))
+    return f"DELETE FROM {SLOTS} WHERE holder IN ({marks})", list(holders)
+
+
+def release_slots_here(holders: Sequence[str]) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {SLOTS} WHERE holder IN ({marks})", list(holders))
+        cursor.execute(*release_statement(holders))
 
 
 def _release(holder: str) -> None:
     release_slots_here([holder])
+
+
+def _admit(ask: Ask, now: float) -> Answer:
+    with transaction.atomic():
+        return admit_here(ask, now)
 
 
 def _take_slot(scope: str, limit: int, holder: str, now: float) -> bool:
@@ -122,6 +161,12 @@ async def _run(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
 
 
 class DatabaseStore:
+    async def admit(self, ask: Ask, now: float) -> Answer:
+        return await _run(_admit, ask, now)
+
+    async def release_slots(self, held: list[tuple[str, str]]) -> None:
+        await _run(release_slots_here, [holder for _scope, holder in held])
+
     async def take_slot(self, scope: str, limit: int, holder: str, now: float) -> bool:
         return await _run(_take_slot, scope, limit, holder, now)
 

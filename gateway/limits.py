@@ -7,7 +7,6 @@ request, so concurrent requests overshoot a budget only by what was in flight.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
 import math
@@ -21,17 +20,19 @@ from accounts.db_thread import run_in_db_thread
 from accounts.keys import KeyFacts, KeyLimits
 from accounts.spending import Spending, spending
 from gateway.counters import (
+    Answer,
+    Ask,
     CountersUnavailable,
+    SlotAsk,
     Window,
+    WindowAsk,
+    admit,
     forget,
-    hit,
     in_database,
-    keep_alive,
+    keep_taken_alive,
     new_holder,
-    release_slot,
-    take_slot,
 )
-from gateway.counters_db import hit_here, take_slot_here
+from gateway.counters_db import admit_here
 from gateway.errors import OpenAIError
 
 if TYPE_CHECKING:
@@ -110,7 +111,8 @@ async def check_limits(
 ) -> Grant:
     """Admit the request under every limit of the key and its user, or raise LimitRefusal.
 
-    A `reservation` (counters in the database) is taken in the same step if there is room.
+    A `reservation` (the first upstream's account slot) is taken in the same step if that
+    account has room.
     """
     limits = key.limits
     if limits.allowed_ips and not ip_allowed(client_ip, limits.allowed_ips):
@@ -126,15 +128,47 @@ async def check_limits(
     limited = _reads_tokens(limits) or limits.max_concurrency is not None or limits.rpm is not None
     if not limited and reservation is None:
         return grant
+    ask = _ask(key, reservation)
     try:
         if in_database():
-            await _admit_in_database(key, now, grant, reservation)
+            answer = await _admit_in_database(key, now, grant, ask)
         else:
             await _check_tokens(key, now, grant)
-            await _take_requests(key, grant)
-    except CountersUnavailable:
-        raise limits_unavailable() from None
+            answer = await _counted(ask)
+            _judge_counters(key.limits, answer, grant)
+    except LimitsUnreadable:
+        if limited:
+            raise limits_unavailable() from None  # never a free pass
+        return grant  # only the account slot was asked for: acquire() takes it its own way
+    if ask.slot is not None:
+        grant.slot = (ask.slot.scope, ask.slot.holder)
+    if reservation is not None:
+        reservation.taken = answer.extra_taken
     return grant
+
+
+class LimitsUnreadable(Exception):
+    """The counters or the spending could not be read."""
+
+
+def _ask(key: KeyFacts, reservation: Reservation | None) -> Ask:
+    limits = key.limits
+    slot = window = extra = None
+    if limits.max_concurrency is not None:
+        slot = SlotAsk(_slot_scope(key), limits.max_concurrency, new_holder())
+    if limits.rpm is not None:
+        window = WindowAsk(rpm_scope(key), limits.rpm)
+    if reservation is not None:
+        target = reservation.target
+        extra = SlotAsk(reservation.scope, target.max_concurrency, reservation.holder)
+    return Ask(slot, window, extra)
+
+
+def _judge_counters(limits: KeyLimits, answer: Answer, grant: Grant) -> None:
+    if not answer.slot_taken:
+        raise _too_many_at_once(grant)
+    if answer.window is not None:
+        _judge_window(limits, answer.window, grant)
 
 
 def _reads_tokens(limits: KeyLimits) -> bool:
@@ -197,47 +231,24 @@ def _too_many_at_once(grant: Grant) -> LimitRefusal:
 # --- counters in the database: every limit in one transaction, one thread hop -----------
 
 
-async def _admit_in_database(
-    key: KeyFacts, now: dt.datetime, grant: Grant, reservation: Reservation | None
-) -> None:
-    holder = new_holder() if key.limits.max_concurrency is not None else None
+async def _admit_in_database(key: KeyFacts, now: dt.datetime, grant: Grant, ask: Ask) -> Answer:
     try:
-        await run_in_db_thread(_admit_here, key, now, grant, holder, reservation)
+        answer = await run_in_db_thread(_admit_here, key, now, grant, ask)
     except DatabaseError:
-        raise limits_unavailable() from None  # never a free pass
-    if holder is not None:
-        grant.slot = (_slot_scope(key), holder)
-        keep_alive(*grant.slot)
+        raise LimitsUnreadable() from None
+    keep_taken_alive(ask, answer)  # committed
+    return answer
 
 
-def _admit_here(
-    key: KeyFacts,
-    now: dt.datetime,
-    grant: Grant,
-    holder: str | None,
-    reservation: Reservation | None,
-) -> None:
-    """Read the spending, take the slot and count the hit; a refusal rolls all back.
-
-    Then take the reserved account slot if its account has room (else `acquire` waits).
-    """
+def _admit_here(key: KeyFacts, now: dt.datetime, grant: Grant, ask: Ask) -> Answer:
+    """Read the spending, take the slots and count the hit; a refusal rolls all back."""
     limits = key.limits
-    taken = False
     with transaction.atomic():
         if _reads_tokens(limits):
             _judge_tokens(limits, _spending(key, now), grant)
-        if holder is not None:
-            assert limits.max_concurrency is not None
-            if not take_slot_here(_slot_scope(key), limits.max_concurrency, holder, time.time()):
-                raise _too_many_at_once(grant)
-        if limits.rpm is not None:
-            window = hit_here(rpm_scope(key), limits.rpm, 60.0, time.time())
-            _judge_window(limits, window, grant)
-        if reservation is not None:
-            cap = reservation.target.max_concurrency
-            taken = take_slot_here(reservation.scope, cap, reservation.holder, time.time())
-    if reservation is not None:
-        reservation.taken = taken  # only once committed
+        answer = admit_here(ask, time.time())
+        _judge_counters(limits, answer, grant)
+    return answer
 
 
 # --- counters in Redis: the tokens from the database, the counters from Redis ------------
@@ -249,25 +260,15 @@ async def _check_tokens(key: KeyFacts, now: dt.datetime, grant: Grant) -> None:
     try:
         spent = await run_in_db_thread(_spending, key, now)
     except DatabaseError:
-        raise limits_unavailable() from None  # never a free pass
+        raise LimitsUnreadable() from None
     _judge_tokens(key.limits, spent, grant)
 
 
-async def _take_requests(key: KeyFacts, grant: Grant) -> None:
-    limits = key.limits
-    if limits.max_concurrency is not None:
-        scope = _slot_scope(key)
-        holder = await take_slot(scope, limits.max_concurrency)
-        if holder is None:
-            raise _too_many_at_once(grant)
-        grant.slot = (scope, holder)
-    if limits.rpm is None:
-        return
+async def _counted(ask: Ask) -> Answer:
     try:
-        _judge_window(limits, await hit(rpm_scope(key), limits.rpm), grant)
-    except BaseException:
-        await release(grant)
-        raise
+        return await admit(ask)
+    except CountersUnavailable:
+        raise LimitsUnreadable() from None
 
 
 def _slot_scope(key: KeyFacts) -> str:
@@ -278,24 +279,9 @@ def rpm_scope(key: KeyFacts) -> str:
     return f"rpm:{key.id}"
 
 
-def hand_to_row(grant: Grant) -> str | None:
-    """The slot's holder, to be given back in the request row's database step.
-
-    Only with the counters in the database; the grant holds no slot from now.
-    """
-    if grant.slot is None or not in_database():
-        return None
-    holder = grant.slot[1]
-    grant.slot = None
-    forget(holder)
-    return holder
-
-
-async def release(grant: Grant) -> None:
-    """Give back the concurrency slot; an expired one is harmless."""
-    if grant.slot is None:
-        return
-    scope, holder = grant.slot
-    grant.slot = None
-    with contextlib.suppress(CountersUnavailable):  # an unreleased slot expires by itself
-        await release_slot(scope, holder)
+def hand_over(grant: Grant) -> tuple[str, str] | None:
+    """The slot as (scope, holder), for the caller to give back; the grant holds none now."""
+    slot, grant.slot = grant.slot, None
+    if slot is not None:
+        forget(slot[1])
+    return slot

@@ -20,7 +20,6 @@ from accounts.db_thread import run_in_db_thread
 from gateway.counters import (
     CountersUnavailable,
     forget,
-    in_database,
     keep_alive,
     new_holder,
     release_slot,
@@ -219,17 +218,20 @@ class Lease:
     target: UpstreamTarget
     holder: str | None  # None once given back
 
-    def hand_to_row(self) -> str | None:
-        """The holder, to be given back in the request row's database step.
+    def hand_over(self) -> tuple[str, str] | None:
+        """The shared slot as (scope, holder), for the caller to give back with others.
 
-        Only with the counters in the database; the lease counts as given back from now.
+        The lease counts as given back from now; a slot held in this process goes at once.
         """
-        holder = self.holder
-        if holder is None or holder.startswith(LocalSlots.PREFIX) or not in_database():
+        holder, self.holder = self.holder, None
+        if holder is None:
             return None
-        self.holder = None
+        scope = slot_scope(self.target)
+        if holder.startswith(LocalSlots.PREFIX):
+            _local_slots.release(scope, holder)
+            return None
         forget(holder)
-        return holder
+        return scope, holder
 
     async def release(self) -> None:
         holder, self.holder = self.holder, None
@@ -342,9 +344,11 @@ async def acquire(targets: Sequence[UpstreamTarget], *, deadline: float) -> Leas
         lease = await _take_first_free(targets)
         if lease is not None:
             return lease
-        if time.monotonic() + delay > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise upstream_busy()
-        await asyncio.sleep(delay)
+        # The last wait ends at the deadline: the caller waits the whole queue timeout.
+        await asyncio.sleep(min(delay, left))
         delay = min(delay * 1.5, QUEUE_POLL_MAX)
 
 

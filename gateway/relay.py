@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -19,8 +20,9 @@ from accounts.db_thread import run_in_db_thread
 from accounts.keys import KeyFacts
 from accounts.models import Endpoint, UsageStatus
 from gateway.admission import Refused, Route, admit_request
+from gateway.counters import CountersUnavailable, in_database, release_slots
 from gateway.errors import OpenAIError, error_for_failures
-from gateway.limits import hand_to_row, release
+from gateway.limits import hand_over
 from gateway.logs import request_id_var
 from gateway.metrics import observe_model_call
 from gateway.openai_format import DONE, ChunkWriter, chat_completion, error_event
@@ -419,12 +421,18 @@ class Batch:
         self._texts = []
 
 
-async def release_held(meter: UsageMeter) -> None:
-    """Give back what the request still holds (a no-op for what went back already)."""
-    if meter.grant is not None:
-        await release(meter.grant)
-    if meter.lease is not None:
-        await meter.lease.release()
+def _hand_over(meter: UsageMeter) -> list[tuple[str, str]]:
+    """The shared slots the request still holds, as (scope, holder); it holds none now."""
+    held = [
+        meter.grant and hand_over(meter.grant),
+        meter.lease and meter.lease.hand_over(),
+    ]
+    return [slot for slot in held if slot]
+
+
+async def _give_back(held: list[tuple[str, str]]) -> None:
+    with contextlib.suppress(CountersUnavailable):  # an unreleased slot expires by itself
+        await release_slots(held)
 
 
 def _token_hidden(event: StreamFailed, meter: UsageMeter) -> StreamFailed:
@@ -448,17 +456,19 @@ async def finish(meter: UsageMeter, outcome: Outcome) -> None:
     if meter.recorded:
         return
     meter.recorded = True
-    held = [meter.grant and hand_to_row(meter.grant), meter.lease and meter.lease.hand_to_row()]
-    release = [holder for holder in held if holder]
+    held = _hand_over(meter)
+    # With the counters in the database the slots go back in the row's own transaction.
+    in_row = [holder for _scope, holder in held] if in_database() else []
     try:
         # Shielded: a second cancel must not lose the row.
-        await asyncio.shield(run_in_db_thread(record_usage, meter, outcome, release=release))
+        await asyncio.shield(run_in_db_thread(record_usage, meter, outcome, release=in_row))
     except asyncio.CancelledError:
         raise
     except Exception:
         logger.exception("usage row not written", extra={"key": meter.key_prefix})
     finally:
-        await asyncio.shield(release_held(meter))
+        if held and not in_row:
+            await asyncio.shield(_give_back(held))
     logger.info(
         "model call",
         extra={

@@ -23,9 +23,10 @@ from django.utils import timezone
 
 from accounts.db_thread import run_in_db_thread
 from accounts.models import ApiKey, UsageLog, UsageStatus
-from accounts.rollups import add_to_rollups_here
+from accounts.rollups import rollup_statements
+from accounts.sql_batch import Statement, run_together
 from gateway import usage_journal
-from gateway.counters_db import release_slots_here
+from gateway.counters_db import release_statement
 from gateway.limits import Grant
 from gateway.models import Upstream
 from gateway.pool import Lease
@@ -198,8 +199,7 @@ def write_entry(entry: dict[str, Any], *, fresh: bool = False, release: Sequence
     fields = {**entry, "created": dt.datetime.fromisoformat(entry["created"])}
     if fresh:
         try:
-            with transaction.atomic():
-                _insert(fields, release)
+            _insert(fields, release)  # all or nothing, one round trip where possible
             return True
         except IntegrityError:
             pass
@@ -214,11 +214,11 @@ def write_entry(entry: dict[str, Any], *, fresh: bool = False, release: Sequence
 
 
 def _insert(fields: dict[str, Any], release: Sequence[str]) -> None:
-    _insert_row(fields)
     finished = fields["created"] + dt.timedelta(milliseconds=fields["latency_ms"] or 0)
-    add_to_rollups_here(fields, finished=finished)
+    statements = [_row_statement(fields), *rollup_statements(fields, finished=finished)]
     if release:
-        release_slots_here(release)
+        statements.append(release_statement(release))
+    run_together(statements)
 
 
 _ROW_FIELDS = [field for field in UsageLog._meta.concrete_fields if not field.primary_key]
@@ -230,8 +230,8 @@ _INSERT_ROW = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
 )
 
 
-def _insert_row(fields: dict[str, Any]) -> None:
-    """The ledger row in one plain INSERT: the ORM's save cost more than the statement.
+def _row_statement(fields: dict[str, Any]) -> Statement:
+    """The ledger row as one plain INSERT: the ORM's save cost more than the statement.
 
     Values go through each field's own conversion for the database, as save() does.
     """
@@ -241,8 +241,7 @@ def _insert_row(fields: dict[str, Any]) -> None:
         )
         for field in _ROW_FIELDS
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_INSERT_ROW, values)
+    return _INSERT_ROW, values
 
 
 def _note_key_used(key_id: int) -> None:

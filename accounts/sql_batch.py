@@ -1,0 +1,29 @@
+"""Several plain statements run as one unit, in one round trip where the database allows.
+
+PostgreSQL runs the statements of one simple query as a single implicit transaction:
+a request's row and its rollups cost one round trip instead of one each plus BEGIN and
+COMMIT. SQLite, in process, runs them one by one inside a transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection, transaction
+
+Statement = tuple[str, Sequence[Any]]
+
+
+def run_together(statements: Sequence[Statement]) -> None:
+    """Run `statements` all or none (inside the caller's transaction, if there is one)."""
+    if connection.vendor == "postgresql":
+        # Django binds parameters on the client here, so one execute may hold several.
+        sql = ";\n".join(statement for statement, _ in statements)
+        params = [value for _, values in statements for value in values]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        for statement, values in statements:
+            cursor.execute(statement, values)
