@@ -11,7 +11,7 @@ SERVICES_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 SERVICES_REDIS_URL ?= redis://127.0.0.1:6379/0
 SERVICES_UP = $(BIN)/python -c "import socket; [socket.create_connection(('127.0.0.1', p), 2).close() for p in (5432, 6379)]"
 
-.PHONY: run test lint audit test-sqlite test-services bench-dashboards clean
+.PHONY: run test lint audit test-sqlite test-services bench bench-dashboards fault-load clean
 
 run: $(VENV)/.runtime node_modules/.installed
 	$(BIN)/python manage.py migrate --noinput -v0
@@ -86,3 +86,10 @@ bench: $(VENV)/.dev
 
 clean:
 	rm -rf $(VENV) staticfiles var/test-logs node_modules
+
+# 10,000 chat calls with upstream faults and clients leaving, on SQLite, then on a private
+# PostgreSQL cluster stopped mid-run: one usage row per request, with its client's tokens.
+fault-load: $(VENV)/.dev
+	$(BIN)/python -m bench.fault_load --requests 10000 --concurrency 32 --workers 2
+	$(BIN)/python -m bench.fault_load --requests 10000 --concurrency 32 --workers 2 \
+		--database postgres --stop-database-at 0.4
