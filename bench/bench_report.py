@@ -82,7 +82,7 @@ def print_report(out: Path) -> None:
     for label in gateways:
         bare = runs[f"minimal-{label.rsplit('-', 1)[1]}"]
         lines.append(_summary_row(label, runs[label], bare, direct))
-    lines += _scaling(runs, gateways) + _memory(out)
+    lines += _scaling(runs, gateways) + _many_streams(_load(out / "paced64")) + _memory(out)
     print("\n".join(lines))
 
 
@@ -103,6 +103,19 @@ def _scaling(runs: dict[str, Row], gateways: list[str]) -> list[str]:
             lines.append(
                 f"- {label}: CPU per request {_fmt(ratio, 2, 'x')} the SQLite figure (≤ 1.3x)"
                 f"{_mark(ratio <= 1.3 if ratio else None)}"
+            )
+    return lines
+
+
+def _many_streams(runs: dict[str, Row]) -> list[str]:
+    lines = []
+    for label in sorted(runs):
+        if label.startswith("paced64-"):
+            paced = runs[label]["paced_stream"]
+            lines.append(
+                f"- {label.removeprefix('paced64-')}: 64 concurrent paced streams, first byte "
+                f"p50 {_fmt(paced['ttfb_p50_ms'])} ms, p99 {_fmt(paced['ttfb_p99_ms'])} ms "
+                f"(≤ 50){_mark(paced['ttfb_p99_ms'] <= 50)}"
             )
     return lines
 

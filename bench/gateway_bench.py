@@ -172,6 +172,15 @@ def measure_gateway(
                 config.label, f"http://127.0.0.1:{port}/v1", out, args,
                 api_key=key, model=model, paced_model=paced, pid=str(pid),
             )  # fmt: skip
+            if config.services == "pg" and config.workers == 1:
+                # Many long streams at once: a pooled connection held per stream would starve.
+                # Kept apart: the shared table maker reads only complete runs.
+                (out / "paced64").mkdir(exist_ok=True)
+                loadgen(
+                    f"paced64-{config.label}", f"http://127.0.0.1:{port}/v1", out / "paced64", args,
+                    api_key=key, model=model, paced_model=paced, pid=str(pid),
+                    skip="nonstream,stream", stream_concurrency="64",
+                )  # fmt: skip
             if args.memory and config == MEMORY_CONFIG:
                 measure_memory(config, port, pid, key, out)
 
