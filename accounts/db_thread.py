@@ -10,10 +10,13 @@ held across an upstream call, and DB_THREADS bounds how many the gateway uses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import fcntl
 import functools
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
@@ -25,6 +28,7 @@ R = TypeVar("R")
 
 _executor: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
+_local = threading.local()  # each database thread's handle on the SQLite lock file
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -37,6 +41,37 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _step(fn: Callable[[], R]) -> R:
+    with _sqlite_turn():
+        return _step_on_connection(fn)
+
+
+@contextlib.contextmanager
+def _sqlite_turn() -> Iterator[None]:
+    """Take turns with the other processes' database threads on one SQLite file.
+
+    SQLite lets one writer in at a time, and a writer that finds it busy sleeps a
+    millisecond or more before it looks again: with several workers those sleeps, not the
+    work, set the pace. A lock file hands the turn over at once instead.
+    """
+    if connection.vendor != "sqlite":
+        yield
+        return
+    fd = getattr(_local, "lock_fd", None)
+    if fd is None:
+        try:
+            path = f"{connection.settings_dict['NAME']}.lock"
+            fd = _local.lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            yield  # no place for it (nor, then, for the database): the step reports that
+            return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _step_on_connection(fn: Callable[[], R]) -> R:
     kept = connection.connection is not None
     try:
         return _run(fn)

@@ -14,7 +14,8 @@ def _load(out: Path) -> dict[str, Row]:
     runs: dict[str, Row] = {}
     for path in sorted(out.glob("*.json")):
         data = json.loads(path.read_text())
-        runs[data["label"]] = data
+        if "nonstream" in data:  # loadgen runs; memory.json is read on its own
+            runs[data["label"]] = data
     return runs
 
 
