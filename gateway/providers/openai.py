@@ -6,8 +6,6 @@ go through as the client sent them; replies are read into the same events as Put
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -31,7 +29,7 @@ from gateway.providers.base import (
 )
 from gateway.providers.json_replies import read_json
 from gateway.providers.playback import ResultStream, collect
-from gateway.providers.upstream_lines import UpstreamLines
+from gateway.providers.upstream_lines import UpstreamEvents
 
 USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
@@ -248,29 +246,17 @@ def _tool_call(call: dict[str, Any]) -> ToolCallEvent:
     return ToolCallEvent(str(call.get("id") or ""), str(function.get("name") or ""), arguments)
 
 
-class SseStream:
-    """An OpenAI chat stream as normalised events; tool calls are whole once complete.
-
-    Every event one network read completed is parsed at once (`buffered` then says more
-    are here); a failure found among them comes after the events before it.
-    """
+class SseStream(UpstreamEvents):
+    """An OpenAI chat stream as normalised events; tool calls are whole once complete."""
 
     def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self._lines = UpstreamLines(response)
+        super().__init__(response)
         self._data: list[bytes] = []  # the data lines of the event being read
-        self._ready: deque[Event] = deque()
         self._calls: dict[int, dict[str, str]] = {}
         self._payloads = 0
         self._first_failed = False
         self._ended = False
-        self._failure: UpstreamFailure | None = None  # raised once the events before it are out
         self._error: UpstreamFailure | None = None  # the last error event, classified
-
-    @property
-    def buffered(self) -> bool:
-        """Whether the next event is here without waiting for the upstream."""
-        return bool(self._ready) or self._failure is not None
 
     async def start(self) -> None:
         """Read the first chunk: it decides whether this upstream answered.
@@ -279,7 +265,7 @@ class SseStream:
         waiting for the first token would hold the client's first byte back with it.
         """
         try:
-            while not (self._payloads or self._ended or self._failure):
+            while not (self._payloads or self._done() or self._failure):
                 await self._fill()
             if self._failure is not None and not self._payloads:
                 raise self._failure
@@ -295,49 +281,18 @@ class SseStream:
             message = next(e.message for e in self._ready if isinstance(e, StreamFailed))
             raise self._error or UpstreamFailure(FailureKind.SERVER, message, status=502)
 
-    async def events(self) -> AsyncIterator[Event]:
-        while True:
-            try:
-                event = await self._next()
-            except UpstreamFailure as failure:
-                if failure.kind is FailureKind.TIMEOUT:
-                    yield StreamFailed(failure.message, "upstream_timeout")
-                else:
-                    yield StreamFailed(failure.message)
-                return
-            if event is None:
-                return
-            yield event
-            if isinstance(event, StreamFailed):
-                return
+    def _done(self) -> bool:
+        return self._ended  # [DONE] may come before the body ends
 
-    async def aclose(self) -> None:
-        await self._lines.aclose()
-        await self._response.aclose()
+    def _take(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self._take_line(line.rstrip(b"\r"))
+        if self._lines.ended:
+            if self._data:
+                self._payload(b"\n".join(self._data))
+            self._end()
 
-    async def _next(self) -> Event | None:
-        while not self._ready:
-            if self._failure is not None:
-                failure, self._failure = self._failure, None
-                raise failure
-            if self._ended:
-                return None
-            await self._fill()
-        return self._ready.popleft()
-
-    async def _fill(self) -> None:
-        """Parse every event the next network read completed."""
-        try:
-            for line in await self._lines.read():
-                self._take(line.rstrip(b"\r"))
-            if self._lines.ended:
-                if self._data:
-                    self._payload(b"\n".join(self._data))
-                self._end()
-        except UpstreamFailure as failure:
-            self._failure = failure
-
-    def _take(self, line: bytes) -> None:
+    def _take_line(self, line: bytes) -> None:
         if line.startswith(b"data:"):
             self._data.append(line[5:].strip())
         elif not line and self._data:

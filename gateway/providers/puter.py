@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import deque
-from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Any
 
@@ -38,7 +36,7 @@ from gateway.providers.puter_wire import (
     normalize_usage,
     tool_call_of,
 )
-from gateway.providers.upstream_lines import UpstreamLines
+from gateway.providers.upstream_lines import UpstreamEvents
 
 CHAT_INTERFACE = "puter-chat-completion"
 USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
@@ -179,31 +177,19 @@ class PuterProvider:
             ) from None
 
 
-class NdjsonStream:
-    """Puter's NDJSON chat stream as normalised events (PUTER.md B 2.5).
-
-    Every line one network read completed is parsed at once (`buffered` then says more
-    events are here); a failure found among them comes after the events before it.
-    """
+class NdjsonStream(UpstreamEvents):
+    """Puter's NDJSON chat stream as normalised events (PUTER.md B 2.5)."""
 
     def __init__(self, response: httpx.Response, model: str) -> None:
-        self._response = response
+        super().__init__(response)
         self._model = model
-        self._lines = UpstreamLines(response)
-        self._ready: deque[Event] = deque()
-        self._failure: UpstreamFailure | None = None  # raised once the events before it are out
         self._texts = 0
         self._others = 0
-
-    @property
-    def buffered(self) -> bool:
-        """Whether the next event is here without waiting for the upstream."""
-        return bool(self._ready) or self._failure is not None
 
     async def start(self) -> None:
         """Read the first event: it decides whether this upstream answered."""
         try:
-            while not (self._ready or self._lines.ended or self._failure):
+            while not (self._ready or self._done() or self._failure):
                 await self._fill()
             if self._failure is not None and not self._ready:
                 raise self._failure
@@ -219,46 +205,12 @@ class NdjsonStream:
                 )
             raise classify_stream_error(first.message)
 
-    async def events(self) -> AsyncIterator[Event]:
-        while True:
-            try:
-                event = await self._next()
-            except UpstreamFailure as failure:
-                code = (
-                    "upstream_timeout" if failure.kind is FailureKind.TIMEOUT else "upstream_error"
-                )
-                yield StreamFailed(failure.message, code)
-                return
-            if event is None:
-                return
-            yield event
-            if isinstance(event, StreamFailed):
-                return
-
-    async def aclose(self) -> None:
-        await self._lines.aclose()
-        await self._response.aclose()
-
-    async def _next(self) -> Event | None:
-        while not self._ready:
-            if self._failure is not None:
-                failure, self._failure = self._failure, None
-                raise failure
-            if self._lines.ended:
-                return None
-            await self._fill()
-        return self._ready.popleft()
-
-    async def _fill(self) -> None:
-        """Parse every line the next network read completed."""
-        try:
-            for line in await self._lines.read():
-                if line.strip():
-                    event = self._parse(line)
-                    if event is not None:
-                        self._ready.append(event)
-        except UpstreamFailure as failure:
-            self._failure = failure
+    def _take(self, lines: list[bytes]) -> None:
+        for line in lines:
+            if line.strip():
+                event = self._parse(line)
+                if event is not None:
+                    self._ready.append(event)
 
     def _parse(self, line: bytes) -> Event | None:
         try:

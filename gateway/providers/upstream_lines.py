@@ -1,4 +1,4 @@
-"""An upstream's streamed body as lines, one network read at a time.
+"""An upstream's streamed body as lines, and as events, one network read at a time.
 
 The stream parsers take every line one read completed at once, so that what the upstream
 sent together can go to the client together, and nothing ever waits for more.
@@ -6,12 +6,13 @@ sent together can go to the client together, and nothing ever waits for more.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 
 import httpx
 
-from gateway.providers.base import FailureKind, UpstreamFailure
+from gateway.providers.base import Event, FailureKind, StreamFailed, UpstreamFailure
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
 
@@ -49,3 +50,67 @@ class UpstreamLines:
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
+
+
+class UpstreamEvents:
+    """An upstream stream's events; a subclass turns each read's lines into events.
+
+    Every event one network read completed is parsed at once (`buffered` then says more
+    are here); a failure found among them comes after the events before it.
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._lines = UpstreamLines(response)
+        self._ready: deque[Event] = deque()
+        self._failure: UpstreamFailure | None = None  # raised once the events before it are out
+
+    @property
+    def buffered(self) -> bool:
+        """Whether the next event is here without waiting for the upstream."""
+        return bool(self._ready) or self._failure is not None
+
+    def _take(self, lines: list[bytes]) -> None:
+        """Parse the lines of one read into `_ready`."""
+        raise NotImplementedError
+
+    def _done(self) -> bool:
+        """Whether no event can follow those in `_ready`."""
+        return self._lines.ended
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            try:
+                event = await self._next()
+            except UpstreamFailure as failure:
+                code = (
+                    "upstream_timeout" if failure.kind is FailureKind.TIMEOUT else "upstream_error"
+                )
+                yield StreamFailed(failure.message, code)
+                return
+            if event is None:
+                return
+            yield event
+            if isinstance(event, StreamFailed):
+                return
+
+    async def aclose(self) -> None:
+        await self._lines.aclose()
+        await self._response.aclose()
+
+    async def _next(self) -> Event | None:
+        while not self._ready:
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
+            if self._done():
+                return None
+            await self._fill()
+        return self._ready.popleft()
+
+    async def _fill(self) -> None:
+        """Parse every event the next network read completed."""
+        try:
+            self._take(await self._lines.read())
+        except UpstreamFailure as failure:
+            self._failure = failure
