@@ -90,6 +90,30 @@ class CounterStore(Protocol):
     async def peek(self, scope: str, window: float, now: float) -> Window: ...
 
 
+class OneStepStore:
+    """A slot, a hit or a look at a window: each the one-part ask it is."""
+
+    async def admit(self, ask: Ask, now: float) -> Answer:
+        raise NotImplementedError
+
+    async def release_slots(self, held: list[tuple[str, str]]) -> None:
+        raise NotImplementedError
+
+    async def take_slot(self, scope: str, limit: int, holder: str, now: float) -> bool:
+        return (await self.admit(Ask(slot=SlotAsk(scope, limit, holder)), now)).slot_taken
+
+    async def release_slot(self, scope: str, holder: str) -> None:
+        await self.release_slots([(scope, holder)])
+
+    async def hit(self, scope: str, limit: int, window: float, now: float) -> Window:
+        answer = await self.admit(Ask(window=WindowAsk(scope, limit, window)), now)
+        assert answer.window is not None
+        return answer.window
+
+    async def peek(self, scope: str, window: float, now: float) -> Window:
+        return await self.hit(scope, 0, window, now)  # a limit of zero only prunes and counts
+
+
 _store: CounterStore | None = None
 _held: dict[str, str] = {}  # holder → scope, for renewal
 _renewer: asyncio.Task[None] | None = None

@@ -20,7 +20,15 @@ from django.db.backends.utils import CursorWrapper
 
 from accounts.db_thread import run_in_db_thread
 from accounts.sql_batch import Statement
-from gateway.counters import SLOT_TTL, Answer, Ask, CountersUnavailable, SlotAsk, Window
+from gateway.counters import (
+    SLOT_TTL,
+    Answer,
+    Ask,
+    CountersUnavailable,
+    OneStepStore,
+    SlotAsk,
+    Window,
+)
 from gateway.models import Hit, Slot
 
 P = ParamSpec("P")
@@ -47,19 +55,11 @@ def admit_here(ask: Ask, now: float) -> Answer:
             return Answer(slot_taken=True, window=window, extra_taken=False)
     if ask.slot is not None:
         _insert_slot(ask.slot, now)
-    extra = ask.extra is not None and _has_room(ask.extra, now)
-    if ask.extra is not None and extra:
+    extra = False
+    if ask.extra is not None and _has_room(ask.extra, now):
         _insert_slot(ask.extra, now)
+        extra = True
     return Answer(slot_taken=True, window=window, extra_taken=extra)
-
-
-def take_slot_here(scope: str, limit: int, holder: str, now: float) -> bool:
-    """Take a slot in the caller's transaction (database thread)."""
-    slot = SlotAsk(scope, limit, holder)
-    if not _has_room(slot, now):
-        return False
-    _insert_slot(slot, now)
-    return True
 
 
 def _has_room(slot: SlotAsk, now: float) -> bool:
@@ -80,7 +80,7 @@ def _insert_slot(slot: SlotAsk, now: float) -> None:
         )
 
 
-def hit_here(scope: str, limit: int, window: float, now: float, *, add: bool = True) -> Window:
+def hit_here(scope: str, limit: int, window: float, now: float) -> Window:
     """Count a hit in the caller's transaction (database thread), if the window has room."""
     size = window / SLICES
     start = math.floor(now / size) * size
@@ -92,7 +92,7 @@ def hit_here(scope: str, limit: int, window: float, now: float, *, add: bool = T
             [scope],
         )
         count, oldest = cursor.fetchone()
-        admitted = add and count < limit
+        admitted = count < limit
         if admitted:
             cursor.execute(
                 f"INSERT INTO {HITS} (scope, at, hits) VALUES (%s, %s, 1) "
@@ -116,23 +116,9 @@ def release_slots_here(holders: Sequence[str]) -> None:
         cursor.execute(*release_statement(holders))
 
 
-def _release(holder: str) -> None:
-    release_slots_here([holder])
-
-
 def _admit(ask: Ask, now: float) -> Answer:
     with transaction.atomic():
         return admit_here(ask, now)
-
-
-def _take_slot(scope: str, limit: int, holder: str, now: float) -> bool:
-    with transaction.atomic():
-        return take_slot_here(scope, limit, holder, now)
-
-
-def _window(scope: str, limit: int, window: float, now: float, *, add: bool) -> Window:
-    with transaction.atomic():
-        return hit_here(scope, limit, window, now, add=add)
 
 
 def _renew(holders: dict[str, str], until: float) -> None:
@@ -160,18 +146,12 @@ async def _run(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         raise CountersUnavailable(str(exc)) from None
 
 
-class DatabaseStore:
+class DatabaseStore(OneStepStore):
     async def admit(self, ask: Ask, now: float) -> Answer:
         return await _run(_admit, ask, now)
 
     async def release_slots(self, held: list[tuple[str, str]]) -> None:
         await _run(release_slots_here, [holder for _scope, holder in held])
-
-    async def take_slot(self, scope: str, limit: int, holder: str, now: float) -> bool:
-        return await _run(_take_slot, scope, limit, holder, now)
-
-    async def release_slot(self, scope: str, holder: str) -> None:
-        await _run(_release, holder)
 
     async def renew_slots(self, holders: dict[str, str], until: float) -> None:
         if holders:
@@ -179,9 +159,3 @@ class DatabaseStore:
 
     async def count_slots(self, scope: str, now: float) -> int:
         return await _run(_count, scope, now)
-
-    async def hit(self, scope: str, limit: int, window: float, now: float) -> Window:
-        return await _run(_window, scope, limit, window, now, add=True)
-
-    async def peek(self, scope: str, window: float, now: float) -> Window:
-        return await _run(_window, scope, 0, window, now, add=False)
