@@ -109,6 +109,20 @@ def test_first_chunk_reaches_the_client_while_the_fake_is_still_pacing(
     assert events_of(rest)[-1] == "[DONE]"
 
 
+def test_streams_that_end_leave_their_upstream_connection_for_the_next_call(
+    gateway: Gateway, served: Served, alice_key: str
+) -> None:
+    # An OpenAI-compatible upstream sends [DONE] before its body ends: the gateway reads
+    # that end too, or every stream would cost a new connection on both sides.
+    served.upstream()
+    for _ in range(3):
+        reply = post(gateway, alice_key, "gpt-4o-mini+chunks5")
+        assert events_of(reply.text.splitlines())[-1] == "[DONE]"
+    stats = served.fake.stats()
+    assert stats["calls"] == 3
+    assert len(stats["connections"]) == 1
+
+
 def test_client_that_leaves_after_three_chunks_leaves_one_disconnected_row(
     gateway: Gateway, served: Served, alice_key: str
 ) -> None:

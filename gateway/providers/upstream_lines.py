@@ -6,6 +6,7 @@ sent together can go to the client together, and nothing ever waits for more.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
@@ -15,6 +16,10 @@ import httpx
 from gateway.providers.base import Event, FailureKind, StreamFailed, UpstreamFailure
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
+# What may follow an upstream's last event (the body's end) and still be read, so that its
+# connection goes back to the pool instead of being closed.
+TAIL_BYTES = 64 * 1024
+TAIL_SECONDS = 0.05
 
 
 class UpstreamLines:
@@ -47,6 +52,24 @@ class UpstreamLines:
         if len(self._rest) > MAX_LINE_BYTES:
             raise UpstreamFailure(FailureKind.SERVER, "the upstream sent an over-long line")
         return lines
+
+    async def read_tail(self) -> None:
+        """Read what is left of the body if it is short and comes at once, else leave it.
+
+        A body read to its end lets httpx keep the connection for the next call; one
+        closed early costs a new connection (and its handshake) on both sides.
+        """
+        received = 0
+        try:
+            async with asyncio.timeout(TAIL_SECONDS):
+                while received <= TAIL_BYTES:
+                    chunk = await anext(self._chunks, None)
+                    if chunk is None:
+                        self.ended = True
+                        return
+                    received += len(chunk)
+        except (TimeoutError, httpx.HTTPError):
+            return  # the connection is closed with the stream
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
@@ -95,6 +118,9 @@ class UpstreamEvents:
                 return
 
     async def aclose(self) -> None:
+        if self._done() and not self._lines.ended:
+            # The last event came before the body's end: read the end, keep the connection.
+            await self._lines.read_tail()
         await self._lines.aclose()
         await self._response.aclose()
 

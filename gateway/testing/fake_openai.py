@@ -272,7 +272,7 @@ class FakeOpenAI:
 
     async def _chat(self, request: Request) -> None:
         stats, peer, key = self.stats, Peer(request.receive), None
-        stats.begin()
+        stats.begin(request.scope)
         try:
             body = await read_body(request.receive)
             if body is None:

@@ -161,11 +161,16 @@ class Stats:
     max_in_flight_by_token: dict[str, int] = field(default_factory=dict)
     streams_completed: int = 0
     streams_disconnected: int = 0
+    # The client port of each connection that brought a call: a reused connection adds none.
+    connections: list[int] = field(default_factory=list)
     # time.monotonic() of each line of the latest stream, for tests in this process.
     last_stream_line_times: list[float] = field(default_factory=list)
     requests: deque[JsonDict] = field(default_factory=lambda: deque(maxlen=RECORDED_REQUESTS))
 
-    def begin(self) -> None:
+    def begin(self, scope: Scope) -> None:
+        port = (scope.get("client") or ("", 0))[1]
+        if port not in self.connections:
+            self.connections.append(port)
         self.calls += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -587,7 +592,7 @@ class FakePuter:
 
     async def _drivers_call(self, request: Request) -> None:
         stats, peer = self.stats, Peer(request.receive)
-        stats.begin()
+        stats.begin(request.scope)
         caller: Caller | None = None
         try:
             body = await read_body(request.receive)
