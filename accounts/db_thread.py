@@ -16,9 +16,9 @@ import fcntl
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
@@ -123,3 +123,32 @@ def close_db_threads() -> None:
     for closer in closers:
         closer.result()
     executor.shutdown(wait=True)
+
+
+_shared: dict[tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Future[Any]] = {}
+
+
+async def run_shared_in_db_thread(name: Hashable, fn: Callable[[], R]) -> R:
+    """Run the read `fn` once for all its concurrent callers, who share what it returns.
+
+    Cached settings expire for every request at once: without this, 64 requests in flight
+    would each read the same key or pool, and queue behind each other doing it.
+    """
+    loop = asyncio.get_running_loop()
+    slot = (loop, name)
+    pending = _shared.get(slot)
+    if pending is None:
+        pending = asyncio.ensure_future(run_in_db_thread(fn))
+        _shared[slot] = pending
+        pending.add_done_callback(functools.partial(_forget_shared, slot))
+    # Shielded: a caller that leaves must not cancel the read for the others.
+    result: R = await asyncio.shield(pending)
+    return result
+
+
+def _forget_shared(
+    slot: tuple[asyncio.AbstractEventLoop, Hashable], done: asyncio.Future[Any]
+) -> None:
+    _shared.pop(slot, None)
+    if not done.cancelled():
+        done.exception()  # retrieved here too: every caller may have left

@@ -7,7 +7,7 @@ import time
 from django.conf import settings
 from django.db import DatabaseError
 
-from accounts.db_thread import run_in_db_thread
+from accounts.db_thread import run_shared_in_db_thread
 from gateway.models import ModelAlias
 
 _aliases: dict[str, list[str]] = {}
@@ -26,7 +26,7 @@ async def aliases() -> dict[str, list[str]]:
     global _aliases, _loaded_at, _have_copy
     if time.monotonic() - _loaded_at > settings.SETTINGS_CACHE_SECONDS:
         try:
-            _aliases = await run_in_db_thread(load_aliases)
+            _aliases = await run_shared_in_db_thread("aliases", load_aliases)
         except DatabaseError:
             if not _have_copy:
                 raise

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
 
-from accounts.db_thread import run_in_db_thread
+from accounts.db_thread import run_shared_in_db_thread
 from accounts.keys import KeyFacts, cached_key_facts, digest_key, load_key_facts
 from gateway.auth_throttle import note_auth_failure, refuse_if_throttled
 from gateway.errors import OpenAIError, invalid_api_key, key_expired
@@ -29,7 +30,8 @@ async def authenticate_key(raw_key: str) -> KeyFacts:
     digest = digest_key(raw_key)
     hit, facts = cached_key_facts(digest)
     if not hit:
-        facts = await run_in_db_thread(load_key_facts, digest)
+        load = functools.partial(load_key_facts, digest)
+        facts = await run_shared_in_db_thread(("key", digest), load)
     now = timezone.now()
     if facts is None or facts.revoked or facts.secret_retired(now):
         raise invalid_api_key()

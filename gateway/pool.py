@@ -16,7 +16,7 @@ from django.db import DatabaseError
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.db_thread import run_in_db_thread
+from accounts.db_thread import run_in_db_thread, run_shared_in_db_thread
 from gateway.counters import (
     CountersUnavailable,
     forget,
@@ -100,7 +100,7 @@ async def pool_entries() -> list[PoolEntry]:
     global _entries, _loaded_at, _have_copy
     if time.monotonic() - _loaded_at > settings.SETTINGS_CACHE_SECONDS:
         try:
-            _entries = await run_in_db_thread(load_entries)
+            _entries = await run_shared_in_db_thread("pool", load_entries)
         except DatabaseError:
             if not _have_copy:
                 raise
