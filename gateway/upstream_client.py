@@ -1,11 +1,23 @@
-"""One shared httpx.AsyncClient per event loop, closed on lifespan shutdown."""
+"""One shared httpx.AsyncClient per event loop, closed on lifespan shutdown.
+
+Its transport is several small connection pools rather than one large one. httpcore's pool
+walks all of its connections, some of them twice over, on every request and on every
+response close (and asks the socket of each idle one whether the server closed it), so
+with 64 streams in flight that walk cost more than the streams themselves. Each call goes
+to the pool with the fewest calls in flight, the first of them when there is a tie: under
+light load every call uses the first pool's warm connections.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 from django.conf import settings
+
+POOLS = 16
+POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 
 _clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
@@ -22,7 +34,7 @@ def upstream_client() -> httpx.AsyncClient:
                 write=settings.UPSTREAM_READ_TIMEOUT,
                 pool=settings.UPSTREAM_CONNECT_TIMEOUT,
             ),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+            transport=PoolSet(POOLS, POOL_LIMITS),
             follow_redirects=False,
             trust_env=False,
         )
@@ -35,3 +47,46 @@ async def close_clients() -> None:
     client = _clients.pop(loop, None)
     if client is not None:
         await client.aclose()
+
+
+class PoolSet(httpx.AsyncBaseTransport):
+    """Connection pools side by side; a call takes the least busy, until its body closes."""
+
+    def __init__(self, count: int, limits: httpx.Limits) -> None:
+        self._pools = [
+            httpx.AsyncHTTPTransport(limits=limits, trust_env=False) for _ in range(count)
+        ]
+        self.in_flight = [0] * count
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        index = self.in_flight.index(min(self.in_flight))
+        self.in_flight[index] += 1
+        try:
+            response = await self._pools[index].handle_async_request(request)
+        except BaseException:
+            self.in_flight[index] -= 1
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport's
+        response.stream = _Counted(response.stream, self, index)
+        return response
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
+class _Counted(httpx.AsyncByteStream):
+    """A response body that gives its pool's place back when it is closed."""
+
+    def __init__(self, body: httpx.AsyncByteStream, pools: PoolSet, index: int) -> None:
+        self._body, self._pools, self._index = body, pools, index
+        self._open = True
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._body.__aiter__()  # no layer of its own between the chunks
+
+    async def aclose(self) -> None:
+        if self._open:
+            self._open = False
+            self._pools.in_flight[self._index] -= 1
+        await self._body.aclose()

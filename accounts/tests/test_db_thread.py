@@ -75,4 +75,3 @@ def test_a_failed_read_reaches_every_caller_and_is_not_kept() -> None:
     assert [str(result) for result in results] == ["database away"] * 5
     assert failing.calls == 1
     assert asyncio.run(run_shared_in_db_thread("key", Reader("fresh"))) == "fresh"
-

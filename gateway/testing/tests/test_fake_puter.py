@@ -438,6 +438,7 @@ def test_reset_zeroes_the_counters(client: httpx.Client) -> None:
         "in_flight_by_token": {},
         "max_in_flight_by_token": {},
         "streams_completed": 0,
+        "connections": [],
         "streams_disconnected": 0,
         "last_stream_line_times": [],
         "requests": [],
