@@ -162,15 +162,13 @@ class Stats:
     streams_completed: int = 0
     streams_disconnected: int = 0
     # The client port of each connection that brought a call: a reused connection adds none.
-    connections: list[int] = field(default_factory=list)
+    connections: set[int] = field(default_factory=set)
     # time.monotonic() of each line of the latest stream, for tests in this process.
     last_stream_line_times: list[float] = field(default_factory=list)
     requests: deque[JsonDict] = field(default_factory=lambda: deque(maxlen=RECORDED_REQUESTS))
 
     def begin(self, scope: Scope) -> None:
-        port = (scope.get("client") or ("", 0))[1]
-        if port not in self.connections:
-            self.connections.append(port)
+        self.connections.add((scope.get("client") or ("", 0))[1])
         self.calls += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -188,7 +186,11 @@ class Stats:
                 del self.in_flight_by_token[key]
 
     def snapshot(self) -> JsonDict:
-        return {**asdict(self), "requests": list(self.requests)}
+        return {
+            **asdict(self),
+            "connections": sorted(self.connections),
+            "requests": list(self.requests),
+        }
 
 
 class Peer:
