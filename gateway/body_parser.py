@@ -26,12 +26,14 @@ class BodyParser(Parser):
     def parse_body(self, request: HttpRequest) -> dict[str, Any]:
         try:
             # Integers past 64 bits come back as floats; NaN and Infinity are refused.
-            data = orjson.loads(request.body)
+            body = request.body
+            data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             if "depth limit" in str(exc):
                 raise _too_deep() from None
             raise UnreadableBody("The request body is not valid JSON.") from None
-        check_depth(data)
+        if body.count(b"[") + body.count(b"{") > MAX_DEPTH:  # else it cannot nest that deep
+            check_depth(data)
         return cast(dict[str, Any], data)
 
 
