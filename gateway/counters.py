@@ -9,12 +9,13 @@ store cannot be reached the counters raise `CountersUnavailable`: limits fail cl
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from django.conf import settings
+
+from gateway.ids import hex_id
 
 SLOT_TTL = 60.0  # seconds a slot lives without renewal
 RENEW_EVERY = 15.0
@@ -139,7 +140,7 @@ def in_database() -> bool:
 
 
 def new_holder() -> str:
-    return secrets.token_hex(12)
+    return hex_id(12)
 
 
 async def take_slot(scope: str, limit: int) -> str | None:

@@ -56,6 +56,15 @@ return {1, admitted, count, reset, extra}
 """
 
 
+# KEYS: slot sets; ARGV: the holder to remove from each.
+_RELEASE = """
+for i, key in ipairs(KEYS) do
+    redis.call('ZREM', key, ARGV[i])
+end
+return 0
+"""
+
+
 class RedisStore(OneStepStore):
     def __init__(self, url: str, prefix: str) -> None:
         self._url = url
@@ -103,13 +112,9 @@ class RedisStore(OneStepStore):
         return Answer(bool(taken), seen, bool(extra_taken))
 
     async def release_slots(self, held: list[tuple[str, str]]) -> None:
-        try:
-            async with self._client().pipeline(transaction=False) as pipe:
-                for scope, holder in held:
-                    pipe.zrem(self._prefix + "slot:" + scope, holder)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise CountersUnavailable(str(exc)) from None
+        # One script call: a pipeline cost several times more in the client than this.
+        keys = [self._prefix + "slot:" + scope for scope, _holder in held]
+        await self._eval(_RELEASE, keys, [holder for _scope, holder in held])
 
     async def renew_slots(self, holders: dict[str, str], until: float) -> None:
         try:

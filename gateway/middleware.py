@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -12,6 +11,7 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
 from gateway.errors import status_error
+from gateway.ids import hex_id
 from gateway.logs import request_id_var
 from gateway.metrics import observe_response, request_ended, request_started
 from gateway.relay import record_refused_body
@@ -31,7 +31,7 @@ GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 def request_id_for(request: HttpRequest) -> str:
     """The caller's `x-request-id` when it is a sane token, else a fresh one."""
     supplied = request.headers.get("x-request-id", "")
-    return supplied if _CLIENT_ID.match(supplied) else "req_" + secrets.token_hex(12)
+    return supplied if _CLIENT_ID.match(supplied) else "req_" + hex_id(12)
 
 
 class ApiMiddleware:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
 import orjson
 
+from gateway.ids import url_id
 from gateway.providers.base import ChatResult, ToolCallEvent, Usage
 
 DONE = b"data: [DONE]\n\n"
 
 
 def completion_id() -> str:
-    return "chatcmpl-" + secrets.token_urlsafe(18)
+    return "chatcmpl-" + url_id(18)
 
 
 def sse(payload: dict[str, Any]) -> bytes:

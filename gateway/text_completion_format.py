@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
+from gateway.ids import url_id
 from gateway.openai_format import ChunkWriter, sse, usage_body
 from gateway.providers.base import ChatResult, ToolCallEvent, Usage
 
 
 def text_completion_id() -> str:
-    return "cmpl-" + secrets.token_urlsafe(18)
+    return "cmpl-" + url_id(18)
 
 
 def text_completion(result: ChatResult, *, model: str, usage: Usage) -> dict[str, Any]:

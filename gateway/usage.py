@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ from accounts.db_thread import run_in_db_thread
 from accounts.models import ApiKey, UsageLog, UsageStatus
 from accounts.rollups import rollup_statements
 from accounts.sql_batch import Statement, run_together
-from gateway import usage_journal
+from gateway import ids, usage_journal
 from gateway.counters_db import release_statement
 from gateway.limits import Grant
 from gateway.models import Upstream
@@ -157,7 +156,7 @@ def ledger_entry(meter: UsageMeter, outcome: Outcome) -> dict[str, Any]:
     """The row as plain values, so it can wait in the journal."""
     usage = outcome.usage
     return {
-        "entry_id": str(uuid.uuid4()),
+        "entry_id": str(ids.uuid4()),
         "created": meter.created.isoformat(),
         "request_id": meter.request_id,
         "key_id": meter.key_id,

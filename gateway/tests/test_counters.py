@@ -54,6 +54,21 @@ def test_slots_are_capped_released_and_expire(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", STORES)
+def test_slots_of_several_scopes_go_back_in_one_release(kind: str) -> None:
+    store = make_store(kind)
+
+    async def run() -> list[bool]:
+        now = 1_500_000.0
+        assert await store.take_slot("a", 1, "ha", now)
+        assert await store.take_slot("b", 1, "hb", now)
+        assert await store.take_slot("c", 1, "hc", now)
+        await store.release_slots([("a", "ha"), ("b", "hb")])
+        return [await store.take_slot(scope, 1, f"{scope}2", now + 1) for scope in "abc"]
+
+    assert asyncio.run(run()) == [True, True, False]
+
+
+@pytest.mark.parametrize("kind", STORES)
 def test_renewed_slots_outlive_their_first_ttl(kind: str) -> None:
     store = make_store(kind)
 
