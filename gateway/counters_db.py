@@ -65,11 +65,30 @@ def admit_here(ask: Ask, now: float) -> Answer:
 def _has_room(slot: SlotAsk, now: float) -> bool:
     with connection.cursor() as cursor:
         _lock(cursor, slot.scope)
+        if _sweep_due(slot.scope, now):
+            cursor.execute(
+                f"DELETE FROM {SLOTS} WHERE scope = %s AND expires_at <= %s", [slot.scope, now]
+            )
         cursor.execute(
-            f"DELETE FROM {SLOTS} WHERE scope = %s AND expires_at <= %s", [slot.scope, now]
+            f"SELECT COUNT(*) FROM {SLOTS} WHERE scope = %s AND expires_at > %s",
+            [slot.scope, now],
         )
-        cursor.execute(f"SELECT COUNT(*) FROM {SLOTS} WHERE scope = %s", [slot.scope])
         return bool(cursor.fetchone()[0] < slot.limit)
+
+
+# Expired rows are left out of every count, so deleting them is only housekeeping: once a
+# second per scope and process, not on every admission.
+SWEEP_EVERY = 1.0
+_swept: dict[str, float] = {}
+
+
+def _sweep_due(scope: str, now: float) -> bool:
+    if now - _swept.get(scope, -SWEEP_EVERY) < SWEEP_EVERY:
+        return False
+    if len(_swept) > 10_000:
+        _swept.clear()
+    _swept[scope] = now
+    return True
 
 
 def _insert_slot(slot: SlotAsk, now: float) -> None:
@@ -86,10 +105,13 @@ def hit_here(scope: str, limit: int, window: float, now: float) -> Window:
     start = math.floor(now / size) * size
     with connection.cursor() as cursor:
         _lock(cursor, scope)
-        cursor.execute(f"DELETE FROM {HITS} WHERE scope = %s AND at <= %s", [scope, now - window])
+        if _sweep_due(HITS + scope, now):
+            cursor.execute(
+                f"DELETE FROM {HITS} WHERE scope = %s AND at <= %s", [scope, now - window]
+            )
         cursor.execute(
-            f"SELECT COALESCE(SUM(hits), 0), MIN(at) FROM {HITS} WHERE scope = %s",
-            [scope],
+            f"SELECT COALESCE(SUM(hits), 0), MIN(at) FROM {HITS} WHERE scope = %s AND at > %s",
+            [scope, now - window],
         )
         count, oldest = cursor.fetchone()
         admitted = count < limit

@@ -12,6 +12,7 @@ import pytest
 from gateway.counters import SLOT_TTL, CounterStore
 from gateway.counters_db import DatabaseStore
 from gateway.counters_redis import RedisStore
+from gateway.models import Hit, Slot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -99,3 +100,21 @@ def test_windows_admit_up_to_the_limit_and_roll(kind: str) -> None:
         (False, 2, 30.0),
         (True, 2, 0.5),
     ]
+
+
+def test_expired_slots_and_old_hits_are_swept_by_later_admissions() -> None:
+    store = DatabaseStore()
+
+    async def run() -> None:
+        now = 5_000_000.0
+        assert await store.take_slot("sweep", 5, "old-holder", now)
+        await store.hit("sweep-rpm", 10, 60, now)
+        later = now + SLOT_TTL + 5
+        assert await store.take_slot("sweep", 5, "new-holder", later)
+        await store.hit("sweep-rpm", 10, 60, later)
+
+    asyncio.run(run())
+    assert list(Slot.objects.filter(scope="sweep").values_list("holder", flat=True)) == [
+        "new-holder"
+    ]
+    assert Hit.objects.filter(scope="sweep-rpm").count() == 1
