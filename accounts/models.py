@@ -95,9 +95,11 @@ class UsageLog(models.Model):
     # Unique per row: a row replayed from the local journal is never written twice.
     entry_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     request_id = models.CharField(max_length=64)
-    key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage")
+    # No index of their own: (key, created) and (user, created) lead with them. Every index
+    # is written with every row.
+    key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="usage", db_index=False)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage", db_index=False
     )
     endpoint = models.CharField(max_length=20, choices=Endpoint.choices)
     model = models.CharField(max_length=200)
@@ -149,9 +151,15 @@ class UsageDaily(models.Model):
     """Per key, model and UTC day: kept exact as ledger rows are written."""
 
     day = models.DateField()
-    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="daily_usage")
+    # Indexed as the first column of (key, model, day) and of (user, day).
+    key = models.ForeignKey(
+        ApiKey, on_delete=models.CASCADE, related_name="daily_usage", db_index=False
+    )
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="daily_usage"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="daily_usage",
+        db_index=False,
     )
     model = models.CharField(max_length=200)
     requests = models.PositiveIntegerField(default=0)
@@ -184,7 +192,8 @@ class KeyTokensSecond(models.Model):
     makes; rows older than two minutes are deleted as new ones are written.
     """
 
-    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    # Indexed as the first column of (key, second).
+    key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+", db_index=False)
     second = models.BigIntegerField()  # Unix time, whole seconds
     tokens = models.PositiveBigIntegerField(default=0)
 
