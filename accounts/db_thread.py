@@ -15,9 +15,9 @@ import contextvars
 import fcntl
 import functools
 import os
+import queue
 import threading
 from collections.abc import Callable, Hashable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
@@ -26,18 +26,59 @@ from django.db import DatabaseError, connection, connections
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_executor: ThreadPoolExecutor | None = None
+_threads: _DbThreads | None = None
 _lock = threading.Lock()
 _local = threading.local()  # each database thread's handle on the SQLite lock file
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
+class _DbThreads:
+    """DB_THREADS threads taking steps from one queue; each keeps its own connection.
+
+    Leaner than a ThreadPoolExecutor behind run_in_executor: a step is one queue entry and
+    one callback into the event loop, with no futures chained across threads.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"db-{number}", daemon=True)
+            for number in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+
+    def stop(self, last: Callable[[], None]) -> None:
+        """Run `last` once in each thread (all at once), then end the threads."""
+        for _thread in self._threads:
+            self._jobs.put(last)
+        for _thread in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+def _pool() -> _DbThreads:
+    global _threads
+    if _threads is None:
         with _lock:
-            if _executor is None:
-                _executor = ThreadPoolExecutor(settings.DB_THREADS, thread_name_prefix="db")
-    return _executor
+            if _threads is None:
+                _threads = _DbThreads(settings.DB_THREADS)
+    return _threads
+
+
+def _forget_threads() -> None:
+    global _threads
+    _threads = None  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_threads)
 
 
 def _step(fn: Callable[[], R]) -> R:
@@ -100,17 +141,40 @@ def _run(fn: Callable[[], R]) -> R:
 
 async def run_in_db_thread(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     """Run a blocking database step `fn` in one hop to a database thread."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[R] = loop.create_future()
     context = contextvars.copy_context()  # request id and the like, for log lines
     step = functools.partial(fn, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(_pool(), context.run, _step, step)
+
+    def job() -> None:
+        if future.cancelled():
+            return  # the caller left before the step began: it never runs
+        try:
+            outcome: tuple[R | None, BaseException | None] = (context.run(_step, step), None)
+        except BaseException as error:  # handed to the caller, whatever it is
+            outcome = (None, error)
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for it any more
+            loop.call_soon_threadsafe(_settle, future, *outcome)
+
+    _pool().submit(job)
+    return await future
+
+
+def _settle(future: asyncio.Future[R], result: R | None, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]  # None only with an error
 
 
 def close_db_threads() -> None:
     """Close the database threads' connections and stop the threads (at shutdown)."""
-    global _executor
+    global _threads
     with _lock:
-        executor, _executor = _executor, None
-    if executor is None:
+        threads, _threads = _threads, None
+    if threads is None:
         return
     # One closer per thread: each waits for the others, so no thread runs two.
     barrier = threading.Barrier(settings.DB_THREADS)
@@ -119,10 +183,7 @@ def close_db_threads() -> None:
         connections.close_all()
         barrier.wait(timeout=10)
 
-    closers = [executor.submit(close_own) for _ in range(settings.DB_THREADS)]
-    for closer in closers:
-        closer.result()
-    executor.shutdown(wait=True)
+    threads.stop(close_own)
 
 
 _shared: dict[tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Future[Any]] = {}

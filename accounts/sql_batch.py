@@ -10,20 +10,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 Statement = tuple[str, Sequence[Any]]
 
 
 def run_together(statements: Sequence[Statement]) -> None:
     """Run `statements` all or none (inside the caller's transaction, if there is one)."""
-    if connection.vendor == "postgresql":
+    db = connections[DEFAULT_DB_ALIAS]  # looked up once, not on every use of the proxy
+    if db.vendor == "postgresql":
         # Django binds parameters on the client here, so one execute may hold several.
         sql = ";\n".join(statement for statement, _ in statements)
         params = [value for _, values in statements for value in values]
-        with connection.cursor() as cursor:
+        with db.cursor() as cursor:
             cursor.execute(sql, params)
         return
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), db.cursor() as cursor:
         for statement, values in statements:
             cursor.execute(statement, values)

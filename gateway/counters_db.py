@@ -40,7 +40,7 @@ SLICES = 60  # rows per window
 
 
 def _lock(cursor: CursorWrapper, scope: str) -> None:
-    if connection.vendor == "postgresql":
+    if cursor.db.vendor == "postgresql":
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(scope.encode())])
 
 

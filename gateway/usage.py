@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import (
+    DEFAULT_DB_ALIAS,
     DatabaseError,
     IntegrityError,
     InterfaceError,
     OperationalError,
     connection,
+    connections,
     transaction,
 )
 from django.utils import timezone
@@ -234,9 +236,10 @@ def _row_statement(fields: dict[str, Any]) -> Statement:
 
     Values go through each field's own conversion for the database, as save() does.
     """
+    db = connections[DEFAULT_DB_ALIAS]  # once: each use of the `connection` proxy looks it up
     values = [
         field.get_db_prep_save(
-            fields[field.attname] if field.attname in fields else field.get_default(), connection
+            fields[field.attname] if field.attname in fields else field.get_default(), db
         )
         for field in _ROW_FIELDS
     ]

@@ -6,7 +6,9 @@ import asyncio
 import threading
 import time
 
-from accounts.db_thread import run_shared_in_db_thread
+from django.conf import settings
+
+from accounts.db_thread import run_in_db_thread, run_shared_in_db_thread
 
 
 class Reader:
@@ -75,3 +77,31 @@ def test_a_failed_read_reaches_every_caller_and_is_not_kept() -> None:
     assert [str(result) for result in results] == ["database away"] * 5
     assert failing.calls == 1
     assert asyncio.run(run_shared_in_db_thread("key", Reader("fresh"))) == "fresh"
+
+
+def test_a_step_whose_caller_left_before_it_began_never_runs() -> None:
+    release = threading.Event()
+    ran: list[str] = []
+
+    def blocker() -> None:
+        release.wait(5)
+
+    def late_step() -> None:
+        ran.append("late")
+
+    async def main() -> None:
+        # Every database thread is busy: the late step waits in the queue.
+        blockers = [
+            asyncio.create_task(run_in_db_thread(blocker)) for _ in range(settings.DB_THREADS)
+        ]
+        late = asyncio.create_task(run_in_db_thread(late_step))
+        await asyncio.sleep(0.05)
+        late.cancel()
+        release.set()
+        await asyncio.gather(*blockers)
+        await asyncio.sleep(0.05)  # the queue has reached the late step by now
+        assert late.cancelled()
+
+    asyncio.run(main())
+    assert ran == []
+    assert asyncio.run(run_in_db_thread(lambda: "still serving")) == "still serving"
