@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.counters import SLOT_TTL, Answer, Ask, CountersUnavailable, OneStepStore, Window
 
@@ -65,6 +67,11 @@ return 0
 """
 
 
+@functools.cache
+def _digest(script: str) -> str:
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+
+
 class RedisStore(OneStepStore):
     def __init__(self, url: str, prefix: str) -> None:
         self._url = url
@@ -83,8 +90,13 @@ class RedisStore(OneStepStore):
         return client
 
     async def _eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a script by its digest (Redis keeps it); its text only when Redis has not."""
+        client = self._client()
         try:
-            return await self._client().eval(script, len(keys), *keys, *args)
+            try:
+                return await client.evalsha(_digest(script), len(keys), *keys, *args)
+            except NoScriptError:  # a Redis that restarted since: send the text once more
+                return await client.eval(script, len(keys), *keys, *args)
         except (RedisError, OSError) as exc:
             raise CountersUnavailable(str(exc)) from None
 

@@ -8,6 +8,7 @@ import secrets
 import socket
 
 import pytest
+import redis.asyncio
 
 from gateway.counters import SLOT_TTL, CounterStore
 from gateway.counters_db import DatabaseStore
@@ -118,3 +119,21 @@ def test_expired_slots_and_old_hits_are_swept_by_later_admissions() -> None:
         "new-holder"
     ]
     assert Hit.objects.filter(scope="sweep-rpm").count() == 1
+
+
+@pytest.mark.skipif("redis" not in STORES, reason="Redis does not answer")
+def test_redis_counters_work_on_after_redis_forgets_their_scripts() -> None:
+    store = make_store("redis")
+
+    async def run() -> list[bool]:
+        now = 6_000_000.0
+        first = await store.take_slot("flushed", 2, "before", now)
+        url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        admin = redis.asyncio.Redis.from_url(url)
+        await admin.script_flush()  # as a restart would
+        await admin.aclose()
+        second = await store.take_slot("flushed", 2, "after", now)
+        third = await store.take_slot("flushed", 2, "one-too-many", now)
+        return [first, second, third]
+
+    assert asyncio.run(run()) == [True, True, False]
