@@ -68,14 +68,33 @@ async def refuse_if_throttled(ip: str) -> None:
     if not limit:
         return
     scope = client_scope(ip)
-    wait = _memory_wait(scope, limit, time.monotonic())
+    now = time.monotonic()
+    wait = _memory_wait(scope, limit, now)
     if settings.REDIS_URL and not wait:
         try:
-            wait = await _redis_wait(scope, limit)
+            wait = await _shared_wait(scope, limit, now)
         except (RedisError, OSError):
             logger.warning("auth throttle: Redis did not answer; counting in memory")
     if wait:
         raise throttled(wait)
+
+
+# An address's count in Redis is read at most once a second per process: reading it before
+# every call cost a round trip per request. Failures counted here are seen at once (they
+# drop the copy); those counted by other workers, within the second.
+SHARED_FRESH = 1.0
+_shared_seen: dict[str, tuple[float, float]] = {}  # scope -> (read at, wait then)
+
+
+async def _shared_wait(scope: str, limit: int, now: float) -> float:
+    seen = _shared_seen.get(scope)
+    if seen is not None and now - seen[0] < SHARED_FRESH:
+        return max(seen[1] - (now - seen[0]), 0.0)
+    wait = await _redis_wait(scope, limit)
+    if len(_shared_seen) >= _MEMORY_ADDRESSES:
+        _shared_seen.clear()
+    _shared_seen[scope] = (now, wait)
+    return wait
 
 
 async def note_auth_failure(ip: str) -> None:
@@ -84,6 +103,7 @@ async def note_auth_failure(ip: str) -> None:
     if not limit:
         return
     scope = client_scope(ip)
+    _shared_seen.pop(scope, None)
     if settings.REDIS_URL:
         try:
             await _redis_client().eval(_NOTE, 1, _redis_key(scope), WINDOW)
@@ -152,3 +172,4 @@ def _redis_client() -> aioredis.Redis:
 def forget_failures() -> None:
     """Start every in-memory window afresh (tests)."""
     _failures.clear()
+    _shared_seen.clear()

@@ -457,8 +457,12 @@ async def finish(meter: UsageMeter, outcome: Outcome) -> None:
         return
     meter.recorded = True
     held = _hand_over(meter)
-    # With the counters in the database the slots go back in the row's own transaction.
+    # With the counters in the database the slots go back in the row's own transaction;
+    # in Redis they go back while the row is written.
     in_row = [holder for _scope, holder in held] if in_database() else []
+    released = None
+    if held and not in_row:
+        released = asyncio.ensure_future(_give_back(held))
     try:
         # Shielded: a second cancel must not lose the row.
         await asyncio.shield(run_in_db_thread(record_usage, meter, outcome, release=in_row))
@@ -467,8 +471,8 @@ async def finish(meter: UsageMeter, outcome: Outcome) -> None:
     except Exception:
         logger.exception("usage row not written", extra={"key": meter.key_prefix})
     finally:
-        if held and not in_row:
-            await asyncio.shield(_give_back(held))
+        if released is not None:
+            await asyncio.shield(released)
     logger.info(
         "model call",
         extra={

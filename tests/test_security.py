@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,12 +15,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import override_settings
 
 from gateway import auth_throttle
+from gateway.errors import OpenAIError
 from gateway.models import Upstream
 from tests.conftest import BASE_DIR, Fake, Gateway, start_gateway
 
@@ -111,6 +115,48 @@ def test_memory_for_addresses_is_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(auth_throttle._failures) == 10
     assert "192.0.2.24" in auth_throttle._failures
     auth_throttle.forget_failures()
+
+
+def _redis_answers() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _redis_answers(), reason="Redis does not answer")
+def test_failures_counted_by_other_workers_are_seen_within_a_second() -> None:
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    prefix = f"test-throttle-{secrets.token_hex(4)}"
+    address, key = "192.0.2.77", f"{prefix}:authfail:192.0.2.77"
+
+    async def refused() -> bool:
+        try:
+            await auth_throttle.refuse_if_throttled(address)
+        except OpenAIError:
+            return True
+        return False
+
+    async def run() -> list[bool]:
+        seen = [await refused()]  # clean: read from Redis, and remembered
+        shared = redis.asyncio.Redis.from_url(url)
+        await shared.set(key, LIMIT, ex=60)  # other workers counted the failures
+        seen.append(await refused())  # this worker's copy is still fresh
+        await asyncio.sleep(auth_throttle.SHARED_FRESH + 0.1)
+        seen.append(await refused())
+        await shared.delete(key)
+        await shared.aclose()
+        await auth_throttle.note_auth_failure(address)  # counted here: seen at once
+        seen.append(await refused())
+        return seen
+
+    auth_throttle.forget_failures()
+    try:
+        with override_settings(REDIS_URL=url, REDIS_KEY_PREFIX=prefix, AUTH_FAILURES_PER_MINUTE=1):
+            assert asyncio.run(run()) == [False, False, True, True]
+    finally:
+        auth_throttle.forget_failures()
 
 
 # --- rotate_encryption_key -------------------------------------------------------------
