@@ -72,6 +72,10 @@ class ChunkWriter:
         self.id = completion_id()
         self.created = int(time.time())
         self.model = model
+        # A text chunk is most of a stream: its constant parts are encoded once.
+        empty = self._chunk({"content": ""})
+        self._text_head, _, self._text_tail = empty.partition(b'"content":""')
+        self._text_head += b'"content":'
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         return sse(
@@ -91,7 +95,7 @@ class ChunkWriter:
         return self._chunk({"role": "assistant", "content": "", "refusal": None})
 
     def content(self, text: str) -> bytes:
-        return self._chunk({"content": text})
+        return self._text_head + orjson.dumps(text) + self._text_tail
 
     def reasoning(self, text: str) -> bytes:
         return self._chunk({"reasoning_content": text})

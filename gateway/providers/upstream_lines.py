@@ -24,8 +24,11 @@ TAIL_SECONDS = 0.05
 
 class UpstreamLines:
     def __init__(self, response: httpx.Response) -> None:
-        # Declared an iterator, made by an async generator: closed with the stream.
-        self._chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+        # Declared an iterator, made by an async generator: closed with the stream. The raw
+        # body skips httpx's decoding layer, unless the upstream compressed it after all.
+        encoded = response.headers.get("content-encoding", "identity") != "identity"
+        body = response.aiter_bytes() if encoded else response.aiter_raw()
+        self._chunks = cast(AsyncGenerator[bytes, None], body)
         self._rest = b""
         self.ended = False
 
