@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
-
-from django.db import connection
+from typing import Any
 
 from accounts.models import BudgetPeriod, KeyTokensSecond, UsageDaily
+from accounts.sql_batch import Reads
 
 DAILY = UsageDaily._meta.db_table
 SECONDS = KeyTokensSecond._meta.db_table
@@ -61,34 +61,67 @@ def spending(
 
     A period of None skips that question; "none" means a lifetime budget.
     """
-    parts: list[str] = []
-    params: list[int | dt.date] = []
+    reads = Reads()
+    question = ask_spending(
+        reads,
+        key_id=key_id,
+        user_id=user_id,
+        key_period=key_period,
+        user_period=user_period,
+        minute=minute,
+        now=now,
+    )
+    return question.answer(reads.values())
+
+
+@dataclass(frozen=True, slots=True)
+class SpendingQuestion:
+    """Where the answers of `ask_spending` are in a row of `Reads`."""
+
+    key_period: int | None
+    user_period: int | None
+    minute: int | None  # then the oldest second follows it
+    now: dt.datetime
+
+    def answer(self, values: list[Any]) -> Spending:
+        key_tokens = int(values[self.key_period]) if self.key_period is not None else 0
+        user_tokens = int(values[self.user_period]) if self.user_period is not None else 0
+        if self.minute is None:
+            return Spending(key_tokens, user_tokens, 0, 0.0)
+        minute_tokens, oldest = int(values[self.minute]), values[self.minute + 1]
+        reset = oldest + MINUTE - self.now.timestamp() if oldest is not None else 0.0
+        return Spending(key_tokens, user_tokens, minute_tokens, max(reset, 0.0))
+
+
+def ask_spending(
+    reads: Reads,
+    *,
+    key_id: int,
+    user_id: int,
+    key_period: str | None,
+    user_period: str | None,
+    minute: bool,
+    now: dt.datetime,
+) -> SpendingQuestion:
+    """Add the spending's subqueries to `reads` (constant table names are formatted in)."""
+    key_at = user_at = minute_at = None
     if key_period is not None:
-        parts.append(
-            f"SELECT COALESCE(SUM(total_tokens), 0) FROM {DAILY} WHERE key_id = %s AND day >= %s"
-        )  # constant table names
-        params += [key_id, _since(key_period, now)]
-    if user_period is not None:
-        parts.append(
-            f"SELECT COALESCE(SUM(total_tokens), 0) FROM {DAILY} WHERE user_id = %s AND day >= %s"
+        key_at = reads.add(
+            f"SELECT COALESCE(SUM(total_tokens), 0) FROM {DAILY} WHERE key_id = %s AND day >= %s",
+            [key_id, _since(key_period, now)],
         )
-        params += [user_id, _since(user_period, now)]
+    if user_period is not None:
+        user_at = reads.add(
+            f"SELECT COALESCE(SUM(total_tokens), 0) FROM {DAILY} WHERE user_id = %s AND day >= %s",
+            [user_id, _since(user_period, now)],
+        )
     if minute:
         since = math.floor(now.timestamp()) - MINUTE
-        parts.append(
-            f"SELECT COALESCE(SUM(tokens), 0) FROM {SECONDS} WHERE key_id = %s AND second > %s"
+        minute_at = reads.add(
+            f"SELECT COALESCE(SUM(tokens), 0) FROM {SECONDS} WHERE key_id = %s AND second > %s",
+            [key_id, since],
         )
-        parts.append(f"SELECT MIN(second) FROM {SECONDS} WHERE key_id = %s AND second > %s")
-        params += [key_id, since, key_id, since]
-    if not parts:
-        return Spending(0, 0, 0, 0.0)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT " + ", ".join(f"({part})" for part in parts), params)
-        values = list(cursor.fetchone())
-    key_tokens = int(values.pop(0)) if key_period is not None else 0
-    user_tokens = int(values.pop(0)) if user_period is not None else 0
-    if not minute:
-        return Spending(key_tokens, user_tokens, 0, 0.0)
-    minute_tokens, oldest = int(values[0]), values[1]
-    reset = oldest + MINUTE - now.timestamp() if oldest is not None else 0.0
-    return Spending(key_tokens, user_tokens, minute_tokens, max(reset, 0.0))
+        reads.add(
+            f"SELECT MIN(second) FROM {SECONDS} WHERE key_id = %s AND second > %s", [key_id, since]
+        )
+    return SpendingQuestion(key_at, user_at, minute_at, now)

@@ -28,3 +28,28 @@ def run_together(statements: Sequence[Statement]) -> None:
     with transaction.atomic(savepoint=False), db.cursor() as cursor:
         for statement, values in statements:
             cursor.execute(statement, values)
+
+
+class Reads:
+    """Scalar subqueries gathered from several modules, read in one SELECT.
+
+    Each `add` returns where its value will be in the row, so every module can find its own
+    answers after a single statement.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._params: list[Any] = []
+
+    def add(self, subquery: str, params: Sequence[Any]) -> int:
+        self._parts.append(subquery)
+        self._params.extend(params)
+        return len(self._parts) - 1
+
+    def values(self) -> list[Any]:
+        if not self._parts:
+            return []
+        sql = "SELECT " + ", ".join(f"({part})" for part in self._parts)
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute(sql, self._params)
+            return list(cursor.fetchone())

@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Sequence
-from typing import ParamSpec, TypeVar
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
 
 from django.db import DatabaseError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 
 from accounts.db_thread import run_in_db_thread
-from accounts.sql_batch import Statement
+from accounts.sql_batch import Reads, Statement
 from gateway.counters import (
     SLOT_TTL,
     Answer,
@@ -28,6 +29,7 @@ from gateway.counters import (
     OneStepStore,
     SlotAsk,
     Window,
+    WindowAsk,
 )
 from gateway.models import Hit, Slot
 
@@ -39,41 +41,126 @@ HITS = Hit._meta.db_table
 SLICES = 60  # rows per window
 
 
-def _lock(cursor: CursorWrapper, scope: str) -> None:
-    if cursor.db.vendor == "postgresql":
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [zlib.crc32(scope.encode())])
+def _lock(cursor: CursorWrapper, scopes: Sequence[str]) -> None:
+    """On PostgreSQL, hold each scope's advisory lock until the transaction ends.
+
+    Always taken in the same (sorted) order, so two admissions never wait on each other.
+    """
+    if cursor.db.vendor == "postgresql" and scopes:
+        ids = sorted({zlib.crc32(scope.encode()) for scope in scopes})
+        calls = ", ".join(["pg_advisory_xact_lock(%s)"] * len(ids))
+        cursor.execute(f"SELECT {calls}", ids)
 
 
 def admit_here(ask: Ask, now: float) -> Answer:
     """Take what `ask` asks for in the caller's transaction (database thread)."""
-    if ask.slot is not None and not _has_room(ask.slot, now):
-        return Answer(slot_taken=False, window=None, extra_taken=False)
-    window = None
-    if ask.window is not None:
-        window = hit_here(ask.window.scope, ask.window.limit, ask.window.window, now)
-        if not window.admitted:
-            return Answer(slot_taken=True, window=window, extra_taken=False)
-    if ask.slot is not None:
-        _insert_slot(ask.slot, now)
-    extra = False
-    if ask.extra is not None and _has_room(ask.extra, now):
-        _insert_slot(ask.extra, now)
-        extra = True
-    return Answer(slot_taken=True, window=window, extra_taken=extra)
+    reads = Reads()
+    question = ask_counters(reads, ask, now)
+    return question.settle(reads.values())
 
 
-def _has_room(slot: SlotAsk, now: float) -> bool:
+def ask_counters(reads: Reads, ask: Ask, now: float) -> CountersQuestion:
+    """Lock the ask's scopes and add what it must count to `reads`.
+
+    Expired slots and hits past the window are left out of every count.
+    """
+    scopes = [part.scope for part in (ask.slot, ask.window, ask.extra) if part is not None]
     with connection.cursor() as cursor:
-        _lock(cursor, slot.scope)
-        if _sweep_due(slot.scope, now):
+        _lock(cursor, scopes)
+        _sweep(cursor, ask, now)
+    slot_at = extra_at = window_at = None
+    if ask.slot is not None:
+        slot_at = reads.add(_LIVE_SLOTS, [ask.slot.scope, now])
+    if ask.window is not None:
+        since = now - ask.window.window
+        window_at = reads.add(_HITS_SUM, [ask.window.scope, since])
+        reads.add(_HITS_OLDEST, [ask.window.scope, since])
+    if ask.extra is not None:
+        extra_at = reads.add(_LIVE_SLOTS, [ask.extra.scope, now])
+    return CountersQuestion(ask, now, slot_at, window_at, extra_at)
+
+
+_LIVE_SLOTS = f"SELECT COUNT(*) FROM {SLOTS} WHERE scope = %s AND expires_at > %s"
+_HITS_SUM = f"SELECT COALESCE(SUM(hits), 0) FROM {HITS} WHERE scope = %s AND at > %s"
+_HITS_OLDEST = f"SELECT MIN(at) FROM {HITS} WHERE scope = %s AND at > %s"
+
+
+@dataclass(frozen=True, slots=True)
+class CountersQuestion:
+    """Where an ask's counts are in a row of `Reads`, and what it takes once they are read."""
+
+    ask: Ask
+    now: float
+    slot_at: int | None
+    window_at: int | None  # then the oldest hit follows it
+    extra_at: int | None
+
+    def settle(self, values: list[Any]) -> Answer:
+        """Judge the counts, then write the hit and the slots taken (database thread)."""
+        ask, now = self.ask, self.now
+        if ask.slot is not None and not _room(ask.slot, values, self.slot_at):
+            return Answer(slot_taken=False, window=None, extra_taken=False)
+        window = None
+        if ask.window is not None:
+            window = self._window(ask.window, values)
+            if not window.admitted:
+                return Answer(slot_taken=True, window=window, extra_taken=False)
+        extra = ask.extra is not None and _room(ask.extra, values, self.extra_at)
+        taken = [slot for slot in (ask.slot, ask.extra if extra else None) if slot is not None]
+        with connection.cursor() as cursor:
+            if ask.window is not None:  # admitted by its window
+                _count_hit(cursor, ask.window, now)
+            if taken:
+                _insert_slots(cursor, taken, now)
+        return Answer(slot_taken=True, window=window, extra_taken=extra)
+
+    def _window(self, ask: WindowAsk, values: list[Any]) -> Window:
+        assert self.window_at is not None
+        count, oldest = int(values[self.window_at]), values[self.window_at + 1]
+        admitted = count < ask.limit
+        if admitted:
+            count += 1
+            oldest = _slice_start(ask.window, self.now) if oldest is None else oldest
+        reset = oldest + ask.window - self.now if oldest is not None else 0.0
+        return Window(admitted, count, max(reset, 0.0))
+
+
+def _room(slot: SlotAsk, values: list[Any], at: int | None) -> bool:
+    assert at is not None  # asked for with the slot
+    return int(values[at]) < slot.limit
+
+
+def _slice_start(window: float, now: float) -> float:
+    size = window / SLICES
+    return math.floor(now / size) * size
+
+
+def _count_hit(cursor: CursorWrapper, window: WindowAsk, now: float) -> None:
+    cursor.execute(
+        f"INSERT INTO {HITS} (scope, at, hits) VALUES (%s, %s, 1) "
+        f"ON CONFLICT (scope, at) DO UPDATE SET hits = {HITS}.hits + 1",
+        [window.scope, _slice_start(window.window, now)],
+    )
+
+
+def _insert_slots(cursor: CursorWrapper, slots: Sequence[SlotAsk], now: float) -> None:
+    rows = ", ".join(["(%s, %s, %s)"] * len(slots))
+    values = [value for slot in slots for value in (slot.scope, slot.holder, now + SLOT_TTL)]
+    cursor.execute(f"INSERT INTO {SLOTS} (scope, holder, expires_at) VALUES {rows}", values)
+
+
+def _sweep(cursor: CursorWrapper, ask: Ask, now: float) -> None:
+    """Delete expired slots and old hits: housekeeping, once a second per scope."""
+    for slot in (ask.slot, ask.extra):
+        if slot is not None and _sweep_due(slot.scope, now):
             cursor.execute(
                 f"DELETE FROM {SLOTS} WHERE scope = %s AND expires_at <= %s", [slot.scope, now]
             )
+    window = ask.window
+    if window is not None and _sweep_due(HITS + window.scope, now):
         cursor.execute(
-            f"SELECT COUNT(*) FROM {SLOTS} WHERE scope = %s AND expires_at > %s",
-            [slot.scope, now],
+            f"DELETE FROM {HITS} WHERE scope = %s AND at <= %s", [window.scope, now - window.window]
         )
-        return bool(cursor.fetchone()[0] < slot.limit)
 
 
 # Expired rows are left out of every count, so deleting them is only housekeeping: once a
@@ -89,42 +176,6 @@ def _sweep_due(scope: str, now: float) -> bool:
         _swept.clear()
     _swept[scope] = now
     return True
-
-
-def _insert_slot(slot: SlotAsk, now: float) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {SLOTS} (scope, holder, expires_at) VALUES (%s, %s, %s)",
-            [slot.scope, slot.holder, now + SLOT_TTL],
-        )
-
-
-def hit_here(scope: str, limit: int, window: float, now: float) -> Window:
-    """Count a hit in the caller's transaction (database thread), if the window has room."""
-    size = window / SLICES
-    start = math.floor(now / size) * size
-    with connection.cursor() as cursor:
-        _lock(cursor, scope)
-        if _sweep_due(HITS + scope, now):
-            cursor.execute(
-                f"DELETE FROM {HITS} WHERE scope = %s AND at <= %s", [scope, now - window]
-            )
-        cursor.execute(
-            f"SELECT COALESCE(SUM(hits), 0), MIN(at) FROM {HITS} WHERE scope = %s AND at > %s",
-            [scope, now - window],
-        )
-        count, oldest = cursor.fetchone()
-        admitted = count < limit
-        if admitted:
-            cursor.execute(
-                f"INSERT INTO {HITS} (scope, at, hits) VALUES (%s, %s, 1) "
-                f"ON CONFLICT (scope, at) DO UPDATE SET hits = {HITS}.hits + 1",
-                [scope, start],
-            )
-            count += 1
-            oldest = start if oldest is None else oldest
-    reset = oldest + window - now if oldest is not None else 0.0
-    return Window(admitted, int(count), max(reset, 0.0))
 
 
 def release_statement(holders: Sequence[str]) -> Statement:

@@ -18,7 +18,8 @@ from django.db import DatabaseError, transaction
 
 from accounts.db_thread import run_in_db_thread
 from accounts.keys import KeyFacts, KeyLimits
-from accounts.spending import Spending, spending
+from accounts.spending import Spending, SpendingQuestion, ask_spending
+from accounts.sql_batch import Reads
 from gateway.counters import (
     Answer,
     Ask,
@@ -32,7 +33,7 @@ from gateway.counters import (
     keep_taken_alive,
     new_holder,
 )
-from gateway.counters_db import admit_here
+from gateway.counters_db import ask_counters
 from gateway.errors import OpenAIError
 
 if TYPE_CHECKING:
@@ -182,8 +183,14 @@ def _periods(limits: KeyLimits) -> tuple[str | None, str | None]:
 
 
 def _spending(key: KeyFacts, now: dt.datetime) -> Spending:
+    reads = Reads()
+    return _ask_spending(reads, key, now).answer(reads.values())
+
+
+def _ask_spending(reads: Reads, key: KeyFacts, now: dt.datetime) -> SpendingQuestion:
     key_period, user_period = _periods(key.limits)
-    return spending(
+    return ask_spending(
+        reads,
         key_id=key.id,
         user_id=key.user_id,
         key_period=key_period,
@@ -241,12 +248,19 @@ async def _admit_in_database(key: KeyFacts, now: dt.datetime, grant: Grant, ask:
 
 
 def _admit_here(key: KeyFacts, now: dt.datetime, grant: Grant, ask: Ask) -> Answer:
-    """Read the spending, take the slots and count the hit; a refusal rolls all back."""
+    """Read the spending and the counts (one statement), take the slots, count the hit.
+
+    A refusal rolls all of it back.
+    """
     limits = key.limits
     with transaction.atomic():
-        if _reads_tokens(limits):
-            _judge_tokens(limits, _spending(key, now), grant)
-        answer = admit_here(ask, time.time())
+        reads = Reads()
+        spent = _ask_spending(reads, key, now) if _reads_tokens(limits) else None
+        counters = ask_counters(reads, ask, time.time())
+        values = reads.values()
+        if spent is not None:
+            _judge_tokens(limits, spent.answer(values), grant)
+        answer = counters.settle(values)
         _judge_counters(limits, answer, grant)
     return answer
 
