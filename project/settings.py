@@ -92,12 +92,10 @@ def _database(url: str) -> dict[str, Any]:
     config["CONN_MAX_AGE"] = 0
     if config["ENGINE"] == "django.db.backends.sqlite3":
         config["OPTIONS"] = {
-            "init_command": (
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                # The ledger's indexes outgrow the default 2 MB page cache within hours of
-                # traffic; then every insert reads pages back from the file.
-                " PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456;"
-            ),
+            # SQLite's own page cache stays at its 2 MB default: a larger one (or mapped
+            # reads) grows the resident set with the ledger, and the file's pages are in the
+            # operating system's cache anyway.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         }
