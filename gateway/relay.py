@@ -262,8 +262,10 @@ async def failover_routes(
     for route in routes:
         left = list(route.targets)
         for attempt in range(1, settings.UPSTREAM_MAX_TRIES + 1):
-            # Start another try only while a client may still wait for its first byte.
-            if not left or meter.elapsed_ms() > settings.UPSTREAM_READ_TIMEOUT * 1000:
+            # Start another try only while a client may still wait for its first byte; the
+            # first try always starts, however long admission took.
+            late = meter.elapsed_ms() > settings.UPSTREAM_READ_TIMEOUT * 1000
+            if not left or (failures and late):
                 break
             lease = _reserved(meter, left) or await _lease(meter, left, deadline)
             target = lease.target

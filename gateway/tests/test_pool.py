@@ -16,6 +16,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from gateway import pool
+from gateway.admission import Route
 from gateway.counters import CountersUnavailable, release_slot, take_slot
 from gateway.errors import OpenAIError
 from gateway.models import Upstream, UpstreamState
@@ -32,7 +33,9 @@ from gateway.pool import (
 from gateway.providers import registry
 from gateway.providers.base import FailureKind, UpstreamFailure, UpstreamTarget
 from gateway.providers.openai import OpenAIProvider
+from gateway.relay import failover_routes
 from gateway.upstreams import add_upstream
+from gateway.usage import UsageMeter
 
 # Account names of this run only: the Redis of the services pass may be shared.
 RUN = secrets.token_hex(4)
@@ -299,3 +302,29 @@ def test_a_third_provider_is_one_module_and_one_registry_entry(
     with pytest.raises(ValidationError) as caught:
         add_upstream(label="f", token="tok", provider="echo")
     assert caught.value.message_dict == {"base_url": ["An Echo upstream needs a base URL."]}
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(UPSTREAM_READ_TIMEOUT=0.5)
+def test_a_request_admitted_after_the_read_timeout_still_gets_its_first_try() -> None:
+    # On a loaded machine admission can outlast a short read timeout; the deadline is for
+    # further tries only, or the call would be refused without any.
+    only = target(41)
+    meter = UsageMeter(
+        request_id="late",
+        key_id=0,
+        user_id=0,
+        key_prefix="sk-late",
+        endpoint="chat",
+        model="gpt-4o-mini",
+        stream=False,
+    )
+    meter.started -= 2
+    tried: list[int] = []
+
+    async def call(upstream: UpstreamTarget, model: str) -> str:
+        tried.append(upstream.id)
+        return "answer"
+
+    assert asyncio.run(failover_routes(meter, [Route("gpt-4o-mini", [only])], call)) == "answer"
+    assert tried == [41]
