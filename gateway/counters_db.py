@@ -44,7 +44,7 @@ SLICES = 60  # rows per window
 def _lock(cursor: CursorWrapper, scopes: Sequence[str]) -> None:
     """On PostgreSQL, hold each scope's advisory lock until the transaction ends.
 
-    Always taken in the same (sorted) order, so two admissions never wait on each other.
+    Always taken in the same (sorted) order, so two admissions can never deadlock.
     """
     if cursor.db.vendor == "postgresql" and scopes:
         ids = sorted({zlib.crc32(scope.encode()) for scope in scopes})
