@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from accounts.models import KeyTokensSecond, UsageDaily, UsageStatus
+from accounts.pacing import AtMostEvery
 from accounts.sql_batch import Statement
 
 DAILY = UsageDaily._meta.db_table
@@ -60,19 +61,10 @@ def rollup_statements(row: dict[str, Any], *, finished: dt.datetime) -> list[Sta
     if isinstance(total, int) and total > 0:
         second = math.floor(finished.timestamp())
         statements.append((_ADD_TO_SECOND, [row["key_id"], second, total]))
-        if _cleanup_due(row["key_id"]):
+        if _cleanups.due(row["key_id"], time.monotonic()):
             statements.append((_FORGET_SECONDS, [row["key_id"], second - KEEP_SECONDS]))
     return statements
 
 
 _FORGET_SECONDS = f"DELETE FROM {SECONDS} WHERE key_id = %s AND second < %s"
-_CLEAN_EVERY = 60.0  # seconds between deletions of a key's old per-second rows
-_cleaned: dict[int, float] = {}
-
-
-def _cleanup_due(key_id: int) -> bool:
-    now = time.monotonic()
-    if now - _cleaned.get(key_id, -_CLEAN_EVERY) < _CLEAN_EVERY:
-        return False
-    _cleaned[key_id] = now
-    return True
+_cleanups = AtMostEvery(60.0)  # deletions of a key's old per-second rows

@@ -112,7 +112,7 @@ class OneStepStore:
         return answer.window
 
     async def peek(self, scope: str, window: float, now: float) -> Window:
-        return await self.hit(scope, 0, window, now)  # a limit of zero only prunes and counts
+        return await self.hit(scope, 0, window, now)  # a limit of zero only counts
 
 
 _store: CounterStore | None = None

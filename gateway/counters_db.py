@@ -20,6 +20,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 
 from accounts.db_thread import run_in_db_thread
+from accounts.pacing import AtMostEvery
 from accounts.sql_batch import Reads, Statement
 from gateway.counters import (
     SLOT_TTL,
@@ -152,12 +153,12 @@ def _insert_slots(cursor: CursorWrapper, slots: Sequence[SlotAsk], now: float) -
 def _sweep(cursor: CursorWrapper, ask: Ask, now: float) -> None:
     """Delete expired slots and old hits: housekeeping, once a second per scope."""
     for slot in (ask.slot, ask.extra):
-        if slot is not None and _sweep_due(slot.scope, now):
+        if slot is not None and _sweeps.due(slot.scope, now):
             cursor.execute(
                 f"DELETE FROM {SLOTS} WHERE scope = %s AND expires_at <= %s", [slot.scope, now]
             )
     window = ask.window
-    if window is not None and _sweep_due(HITS + window.scope, now):
+    if window is not None and _sweeps.due(HITS + window.scope, now):
         cursor.execute(
             f"DELETE FROM {HITS} WHERE scope = %s AND at <= %s", [window.scope, now - window.window]
         )
@@ -165,17 +166,7 @@ def _sweep(cursor: CursorWrapper, ask: Ask, now: float) -> None:
 
 # Expired rows are left out of every count, so deleting them is only housekeeping: once a
 # second per scope and process, not on every admission.
-SWEEP_EVERY = 1.0
-_swept: dict[str, float] = {}
-
-
-def _sweep_due(scope: str, now: float) -> bool:
-    if now - _swept.get(scope, -SWEEP_EVERY) < SWEEP_EVERY:
-        return False
-    if len(_swept) > 10_000:
-        _swept.clear()
-    _swept[scope] = now
-    return True
+_sweeps = AtMostEvery(1.0)
 
 
 def release_statement(holders: Sequence[str]) -> Statement:

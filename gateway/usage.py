@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from accounts.db_thread import run_in_db_thread
 from accounts.models import ApiKey, UsageLog, UsageStatus
+from accounts.pacing import AtMostEvery
 from accounts.rollups import rollup_statements
 from accounts.sql_batch import Statement, run_together
 from gateway import ids, usage_journal
@@ -36,10 +37,10 @@ from gateway.tokens import count_messages, count_text
 
 logger = logging.getLogger("gateway.usage")
 
-# Write an upstream's last_ok_at at most this often: it is a dashboard hint, not a counter.
-_LAST_OK_EVERY = 60.0
-_last_ok_written: dict[int, float] = {}
-_last_used_written: dict[int, float] = {}
+# A key's last_used_at and an upstream's last_ok_at are hints for people, not counters:
+# each is written at most once a minute.
+_key_used_notes = AtMostEvery(60.0)
+_upstream_ok_notes = AtMostEvery(60.0)
 
 
 @dataclass(slots=True)
@@ -247,17 +248,10 @@ def _row_statement(fields: dict[str, Any]) -> Statement:
 
 
 def _note_key_used(key_id: int) -> None:
-    # last_used_at is a hint for people: write it at most once a minute per key.
-    now = time.monotonic()
-    if now - _last_used_written.get(key_id, -_LAST_OK_EVERY) < _LAST_OK_EVERY:
-        return
-    _last_used_written[key_id] = now
-    ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
+    if _key_used_notes.due(key_id, time.monotonic()):
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
 
 
 def _note_upstream_ok(upstream_id: int) -> None:
-    now = time.monotonic()
-    if now - _last_ok_written.get(upstream_id, -_LAST_OK_EVERY) < _LAST_OK_EVERY:
-        return
-    _last_ok_written[upstream_id] = now
-    Upstream.objects.filter(pk=upstream_id).update(last_ok_at=timezone.now())
+    if _upstream_ok_notes.due(upstream_id, time.monotonic()):
+        Upstream.objects.filter(pk=upstream_id).update(last_ok_at=timezone.now())
