@@ -6,7 +6,6 @@ import asyncio
 import os
 import random
 import secrets
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from django.test import override_settings
 from gateway import auth_throttle
 from gateway.errors import OpenAIError
 from gateway.models import Upstream
+from gateway.testing.live_servers import redis_answers
 from tests.conftest import BASE_DIR, Fake, Gateway, start_gateway
 
 LIMIT = 3
@@ -117,15 +117,7 @@ def test_memory_for_addresses_is_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     auth_throttle.forget_failures()
 
 
-def _redis_answers() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _redis_answers(), reason="Redis does not answer")
+@pytest.mark.skipif(not redis_answers(), reason="Redis does not answer")
 def test_failures_counted_by_other_workers_are_seen_within_a_second() -> None:
     url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     prefix = f"test-throttle-{secrets.token_hex(4)}"

@@ -31,6 +31,15 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def redis_answers() -> bool:
+    """Whether the machine's Redis answers on 127.0.0.1:6379 (tests of it skip otherwise)."""
+    try:
+        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
+    except OSError:
+        return False
+    return True
+
+
 @contextmanager
 def serve_in_thread(app: Any, name: str) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port in a thread; yield its URL."""

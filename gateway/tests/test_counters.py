@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import socket
 
 import pytest
 import redis.asyncio
@@ -14,19 +13,12 @@ from gateway.counters import SLOT_TTL, CounterStore
 from gateway.counters_db import DatabaseStore
 from gateway.counters_redis import RedisStore
 from gateway.models import Hit, Slot
+from gateway.testing.live_servers import redis_answers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _redis_answers() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 6379), 0.5).close()
-    except OSError:
-        return False
-    return True
-
-
-STORES = ["database"] + (["redis"] if _redis_answers() else [])
+STORES = ["database"] + (["redis"] if redis_answers() else [])
 
 
 def make_store(kind: str) -> CounterStore:
