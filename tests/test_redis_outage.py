@@ -93,8 +93,13 @@ def test_limits_fail_closed_while_redis_is_gone_and_recover_when_it_returns(
     assert call(free).status_code == 200  # keys without limits need no counters
     redis.start()
     deadline = time.monotonic() + 10
-    while call(limited).status_code != 200:
+    recovering: list[httpx.Response] = []  # a loaded machine may refuse one or two more
+    while (reply := call(limited)).status_code != 200:
+        recovering.append(reply)
         assert time.monotonic() < deadline, "service did not come back"
         time.sleep(0.2)
+    assert {reply.status_code for reply in recovering} <= {503}
     assert gateway.process.poll() is None
-    assert UsageLog.objects.filter(status=UsageStatus.REJECTED, http_status=503).count() == 5
+    # Exactly one row for each refused call.
+    refused = UsageLog.objects.filter(status=UsageStatus.REJECTED, http_status=503)
+    assert refused.count() == len(during) + len(recovering)
