@@ -1,10 +1,17 @@
-"""The one way async code reaches the database: one hop to a small pool of database threads.
+"""How async code reaches the database: one hop to a small pool of database threads, or,
+for the request path's short steps on SQLite, no hop at all.
 
 Each thread keeps its own connection open between steps. Opening a SQLite connection (and
 running its PRAGMAs) or taking one from the PostgreSQL pool cost more than most steps
 themselves; Django's per-request threads under ASGI can only open and close one per hop.
 The pool's threads are the only holders of these connections, so no connection is ever
 held across an upstream call, and DB_THREADS bounds how many the gateway uses.
+
+On SQLite a request's step costs less than the hop to a thread and back (two thread
+wake-ups and the GIL handed over twice), so `run_db_step` runs it on the event loop's own
+connection when it cannot wait: the database's turn is free (the lock file, taken without
+waiting) and SQLite answers busy at once rather than sleeping (busy_timeout 0). When
+either would wait, the step goes to a database thread instead, as every step did before.
 """
 
 from __future__ import annotations
@@ -16,12 +23,16 @@ import fcntl
 import functools
 import os
 import queue
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, OperationalError, connection, connections
+
+from accounts.pacing import AtMostEvery
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -94,22 +105,27 @@ def _sqlite_turn() -> Iterator[None]:
     millisecond or more before it looks again: with several workers those sleeps, not the
     work, set the pace. A lock file hands the turn over at once instead.
     """
-    if connection.vendor != "sqlite":
-        yield
-        return
-    fd = getattr(_local, "lock_fd", None)
+    fd = _lock_fd() if connection.vendor == "sqlite" else None
     if fd is None:
-        try:
-            path = f"{connection.settings_dict['NAME']}.lock"
-            fd = _local.lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            yield  # no place for it (nor, then, for the database): the step reports that
-            return
+        yield  # PostgreSQL; or no place for the lock file (nor the database): the step says so
+        return
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _lock_fd() -> int | None:
+    """This thread's own handle on the lock file: each is a separate turn-taker."""
+    fd: int | None = getattr(_local, "lock_fd", None)
+    if fd is None:
+        try:
+            path = f"{connection.settings_dict['NAME']}.lock"
+            fd = _local.lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return None
+    return fd
 
 
 def _step_on_connection(fn: Callable[[], R]) -> R:
@@ -158,6 +174,122 @@ async def run_in_db_thread(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs
 
     _pool().submit(job)
     return await future
+
+
+async def run_db_step(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run a short step of the request path: at once on SQLite when nothing makes it wait,
+    else in one hop to a database thread.
+
+    For steps of a few statements only: one that may take long (a journal replay, a report)
+    belongs on a thread, where it cannot hold up the event loop.
+    """
+    step = functools.partial(fn, *args, **kwargs)
+    if _inline_database():
+        ran, result = _run_inline(step)
+        if ran:
+            return result  # type: ignore[return-value]  # set whenever ran is True
+    return await run_in_db_thread(step)
+
+
+class _Busy(BaseException):
+    """SQLite is busy with another writer: the inline step stopped without effect.
+
+    A BaseException so that no step's own `except DatabaseError` takes it for a failure:
+    the transaction rolls back and the step runs again on a database thread, which waits.
+    """
+
+
+def _inline_database() -> bool:
+    global _inline
+    if _inline is None:
+        settings_dict = connections.settings["default"]
+        name = str(settings_dict.get("NAME") or "")
+        _inline = settings_dict["ENGINE"].endswith("sqlite3") and not _in_memory(name)
+    return _inline
+
+
+_inline: bool | None = None
+
+
+def _in_memory(name: str) -> bool:
+    return name in ("", ":memory:") or "mode=memory" in name
+
+
+def _run_inline(step: Callable[[], R]) -> tuple[bool, R | None]:
+    """(True, result) if the step ran here, (False, None) if it would have had to wait."""
+    fd = _lock_fd()
+    if fd is None:
+        return False, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False, None  # another process's (or this one's thread's) turn
+    loop = asyncio.events._get_running_loop()
+    # Django refuses database calls where an event loop runs, because they would block it;
+    # this one does not wait for anything, so the loop is out of sight while it runs.
+    asyncio.events._set_running_loop(None)
+    try:
+        _ready_inline_connection()
+        with connection.execute_wrapper(_busy_stops):
+            return True, _run(step)
+    except _Busy:
+        return False, None
+    finally:
+        asyncio.events._set_running_loop(loop)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        _checkpoint_now_and_then()
+
+
+def _ready_inline_connection() -> None:
+    if connection.connection is not None:
+        return
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        # Never sleep in SQLite's busy handler; and the WAL is checkpointed by a thread
+        # (_checkpoint_now_and_then), not by whichever commit crosses the threshold.
+        cursor.execute("PRAGMA busy_timeout = 0")
+        cursor.execute("PRAGMA wal_autocheckpoint = 0")
+
+
+def _busy_stops(
+    execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+) -> Any:
+    try:
+        return execute(sql, params, many, context)
+    except OperationalError as error:
+        cause = error.__cause__
+        if isinstance(cause, sqlite3.OperationalError) and cause.sqlite_errorcode in (
+            sqlite3.SQLITE_BUSY,
+            sqlite3.SQLITE_LOCKED,
+        ):
+            raise _Busy() from None
+        raise
+
+
+_checkpoints = AtMostEvery(1.0)
+
+
+def _checkpoint_now_and_then() -> None:
+    """Fold the WAL back into the database file, on a thread, about once a second."""
+    if _checkpoints.due("wal", time.monotonic()):
+        _pool().submit(_checkpoint)
+
+
+def _checkpoint() -> None:
+    # Whatever goes wrong, the database thread must live on: the next one will do.
+    with contextlib.suppress(Exception), connection.cursor() as cursor:
+        # PASSIVE: copies what it can without waiting for, or holding up, any writer.
+        cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def close_inline_connection() -> None:
+    """Close the event loop thread's own connection (at shutdown, on that thread)."""
+    loop = asyncio.events._get_running_loop()
+    asyncio.events._set_running_loop(None)
+    try:
+        connection.close()
+    finally:
+        asyncio.events._set_running_loop(loop)
 
 
 def _settle(future: asyncio.Future[R], result: R | None, error: BaseException | None) -> None:

@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 from django.db import DatabaseError, connection, transaction
 from django.db.backends.utils import CursorWrapper
 
-from accounts.db_thread import run_in_db_thread
+from accounts.db_thread import run_db_step
 from accounts.pacing import AtMostEvery
 from accounts.sql_batch import Reads, Statement
 from gateway.counters import (
@@ -205,7 +205,7 @@ def _count(scope: str, now: float) -> int:
 
 async def _run(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     try:
-        return await run_in_db_thread(fn, *args, **kwargs)
+        return await run_db_step(fn, *args, **kwargs)
     except DatabaseError as exc:
         raise CountersUnavailable(str(exc)) from None
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, transaction
 
-from accounts.db_thread import run_in_db_thread
+from accounts.db_thread import run_db_step
 from accounts.keys import KeyFacts, KeyLimits
 from accounts.spending import Spending, SpendingQuestion, ask_spending
 from accounts.sql_batch import Reads
@@ -240,7 +240,7 @@ def _too_many_at_once(grant: Grant) -> LimitRefusal:
 
 async def _admit_in_database(key: KeyFacts, now: dt.datetime, grant: Grant, ask: Ask) -> Answer:
     try:
-        answer = await run_in_db_thread(_admit_here, key, now, grant, ask)
+        answer = await run_db_step(_admit_here, key, now, grant, ask)
     except DatabaseError:
         raise LimitsUnreadable() from None
     keep_taken_alive(ask, answer)  # committed
@@ -272,7 +272,7 @@ async def _check_tokens(key: KeyFacts, now: dt.datetime, grant: Grant) -> None:
     if not _reads_tokens(key.limits):
         return
     try:
-        spent = await run_in_db_thread(_spending, key, now)
+        spent = await run_db_step(_spending, key, now)
     except DatabaseError:
         raise LimitsUnreadable() from None
     _judge_tokens(key.limits, spent, grant)

@@ -16,7 +16,7 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
-from accounts.db_thread import run_in_db_thread
+from accounts.db_thread import run_db_step
 from accounts.keys import KeyFacts
 from accounts.models import Endpoint, UsageStatus
 from gateway.admission import Refused, Route, admit_request
@@ -467,7 +467,7 @@ async def finish(meter: UsageMeter, outcome: Outcome) -> None:
         released = asyncio.ensure_future(_give_back(held))
     try:
         # Shielded: a second cancel must not lose the row.
-        await asyncio.shield(run_in_db_thread(record_usage, meter, outcome, release=in_row))
+        await asyncio.shield(run_db_step(record_usage, meter, outcome, release=in_row))
     except asyncio.CancelledError:
         raise
     except Exception:

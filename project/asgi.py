@@ -18,7 +18,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_application = get_asgi_application()
 
 # Imported after Django is set up: these modules use models and settings.
-from accounts.db_thread import close_db_threads  # noqa: E402
+from accounts.db_thread import close_db_threads, close_inline_connection  # noqa: E402
 from gateway.handler import ApiHandler, is_api_path  # noqa: E402
 from gateway.upstream_client import close_clients  # noqa: E402
 from gateway.usage import replay_journal, replay_journal_forever  # noqa: E402
@@ -51,5 +51,6 @@ async def _lifespan(receive: Any, send: Any) -> None:
                 replayer.cancel()
             await close_clients()
             close_db_threads()
+            close_inline_connection()
             await send({"type": "lifespan.shutdown.complete"})
             return

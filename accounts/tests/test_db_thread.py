@@ -1,14 +1,21 @@
-"""Shared reads: one database step serves every concurrent caller of the same name."""
+"""Database steps: on threads, shared by concurrent readers, or inline on SQLite."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import sqlite3
 import threading
 import time
+from collections.abc import Awaitable, Iterator
 
+import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import IntegrityError, connection, transaction
 
-from accounts.db_thread import run_in_db_thread, run_shared_in_db_thread
+from accounts.db_thread import run_db_step, run_in_db_thread, run_shared_in_db_thread
 
 
 class Reader:
@@ -105,3 +112,106 @@ def test_a_step_whose_caller_left_before_it_began_never_runs() -> None:
     asyncio.run(main())
     assert ran == []
     assert asyncio.run(run_in_db_thread(lambda: "still serving")) == "still serving"
+
+
+# --- short steps on SQLite: on the event loop's thread when nothing makes them wait ------
+
+
+@pytest.fixture
+def own_connection(transactional_db: None) -> Iterator[None]:
+    """The main thread's connection opened afresh by the first inline step, closed after.
+
+    Inline steps open it with busy_timeout 0: the tests that follow get a usual one again.
+    """
+    connection.close()
+    yield
+    connection.close()
+
+
+def _sqlite_only() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("steps run inline on SQLite only")
+
+
+def _group_step(name: str) -> str:
+    with transaction.atomic():
+        Group.objects.create(name=name)
+    return threading.current_thread().name
+
+
+async def _ticking_while(awaitable: Awaitable[str]) -> tuple[str, int]:
+    """The awaitable's result and how often the event loop ticked while it ran."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        return await awaitable, ticks
+    finally:
+        ticker.cancel()
+
+
+def test_a_short_step_runs_on_the_event_loops_thread_when_nothing_waits(
+    own_connection: None,
+) -> None:
+    _sqlite_only()
+    where = asyncio.run(run_db_step(_group_step, "inline"))
+    assert where == threading.current_thread().name
+    assert asyncio.run(run_in_db_thread(threading.current_thread)).name.startswith("db-")
+    assert list(Group.objects.values_list("name", flat=True)) == ["inline"]
+
+
+def test_a_step_goes_to_a_database_thread_while_another_process_has_the_turn(
+    own_connection: None,
+) -> None:
+    _sqlite_only()
+    other = os.open(f"{connection.settings_dict['NAME']}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other, fcntl.LOCK_EX)  # what another worker's step holds
+
+    async def main() -> tuple[str, int]:
+        asyncio.get_running_loop().call_later(0.2, fcntl.flock, other, fcntl.LOCK_UN)
+        return await _ticking_while(run_db_step(_group_step, "waited"))
+
+    try:
+        where, ticks = asyncio.run(main())
+    finally:
+        os.close(other)
+    assert where.startswith("db-")  # it waited for its turn there, not on the event loop
+    assert ticks >= 10
+    assert list(Group.objects.values_list("name", flat=True)) == ["waited"]
+
+
+def test_a_busy_database_sends_the_step_to_a_thread_without_a_trace_of_the_first_try(
+    own_connection: None,
+) -> None:
+    _sqlite_only()
+    writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a writer outside the turns: a management command
+
+    async def main() -> tuple[str, int]:
+        asyncio.get_running_loop().call_later(0.2, writer.execute, "COMMIT")
+        return await _ticking_while(run_db_step(_group_step, "once"))
+
+    try:
+        where, ticks = asyncio.run(main())
+    finally:
+        writer.close()
+    assert where.startswith("db-")
+    assert ticks >= 10  # SQLite's busy handler slept on the thread, not on the event loop
+    assert list(Group.objects.values_list("name", flat=True)) == ["once"]
+    # The connection that found SQLite busy serves the next step as before.
+    assert asyncio.run(run_db_step(_group_step, "after")) == threading.current_thread().name
+
+
+def test_a_failing_inline_step_raises_and_the_next_one_runs(own_connection: None) -> None:
+    _sqlite_only()
+    asyncio.run(run_db_step(_group_step, "taken"))
+    with pytest.raises(IntegrityError):
+        asyncio.run(run_db_step(_group_step, "taken"))
+    assert asyncio.run(run_db_step(_group_step, "next")) == threading.current_thread().name
+    assert sorted(Group.objects.values_list("name", flat=True)) == ["next", "taken"]
