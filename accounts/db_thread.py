@@ -9,9 +9,13 @@ held across an upstream call, and DB_THREADS bounds how many the gateway uses.
 
 On SQLite a request's step costs less than the hop to a thread and back (two thread
 wake-ups and the GIL handed over twice), so `run_db_step` runs it on the event loop's own
-connection when it cannot wait: the database's turn is free (the lock file, taken without
-waiting) and SQLite answers busy at once rather than sleeping (busy_timeout 0). When
-either would wait, the step goes to a database thread instead, as every step did before.
+connection when nothing else is waiting for the loop and the step cannot wait either: the
+call is the only one in flight, the database's turn is free (the lock file, taken without
+waiting) and SQLite answers busy at once rather than sleeping (busy_timeout 0). Otherwise
+the step goes to a database thread. With other calls in flight the thread is the faster
+way for all of them: SQLite's own work there runs beside the loop, which goes on relaying
+the other calls' bytes (measured: 16 paced streams started 5 ms later with every step
+inline, for 5 % less CPU).
 """
 
 from __future__ import annotations
@@ -184,11 +188,25 @@ async def run_db_step(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> 
     belongs on a thread, where it cannot hold up the event loop.
     """
     step = functools.partial(fn, *args, **kwargs)
-    if _inline_database():
+    if _calls_in_flight <= 1 and _inline_database():
         ran, result = _run_inline(step)
         if ran:
             return result  # type: ignore[return-value]  # set whenever ran is True
     return await run_in_db_thread(step)
+
+
+_calls_in_flight = 0
+
+
+@contextlib.contextmanager
+def call_in_flight() -> Iterator[None]:
+    """Count an API call for as long as it is served (its response's last byte included)."""
+    global _calls_in_flight
+    _calls_in_flight += 1
+    try:
+        yield
+    finally:
+        _calls_in_flight -= 1
 
 
 class _Busy(BaseException):

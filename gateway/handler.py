@@ -21,6 +21,8 @@ from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
+from accounts.db_thread import call_in_flight
+
 API_PATHS = ("/v1/", "/healthz", "/readyz", "/metrics")
 
 
@@ -51,7 +53,8 @@ class ApiHandler(ASGIHandler):
             await _send_too_large(send)
             return
         try:
-            await self._handle(scope, receive, send)
+            with call_in_flight():
+                await self._handle(scope, receive, send)
         except BodyTooLarge:
             await _send_too_large(send)
 

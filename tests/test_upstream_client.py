@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import httpx
 import pytest
@@ -81,3 +82,14 @@ def test_a_call_that_fails_gives_its_place_back() -> None:
             return list(pools.in_flight)
 
     assert asyncio.run(main()) == [0, 0]
+
+
+def test_the_pools_share_one_tls_context_that_verifies_certificates() -> None:
+    # The CA bundle is loaded once, not once per pool (tens of milliseconds each).
+    pools = PoolSet(16, httpx.Limits(max_connections=8))
+    contexts = {id(pool._pool._ssl_context) for pool in pools._pools}
+    assert len(contexts) == 1
+    context = pools._pools[0]._pool._ssl_context
+    assert context is not None
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname

@@ -15,7 +15,12 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection, transaction
 
-from accounts.db_thread import run_db_step, run_in_db_thread, run_shared_in_db_thread
+from accounts.db_thread import (
+    call_in_flight,
+    run_db_step,
+    run_in_db_thread,
+    run_shared_in_db_thread,
+)
 
 
 class Reader:
@@ -164,6 +169,17 @@ def test_a_short_step_runs_on_the_event_loops_thread_when_nothing_waits(
     assert where == threading.current_thread().name
     assert asyncio.run(run_in_db_thread(threading.current_thread)).name.startswith("db-")
     assert list(Group.objects.values_list("name", flat=True)) == ["inline"]
+
+
+def test_a_step_goes_to_a_database_thread_while_other_calls_are_in_flight(
+    own_connection: None,
+) -> None:
+    _sqlite_only()
+    with call_in_flight():
+        assert asyncio.run(run_db_step(_group_step, "alone")) == threading.current_thread().name
+        with call_in_flight():  # another call: SQLite's work goes beside the loop
+            assert asyncio.run(run_db_step(_group_step, "together")).startswith("db-")
+    assert sorted(Group.objects.values_list("name", flat=True)) == ["alone", "together"]
 
 
 def test_a_step_goes_to_a_database_thread_while_another_process_has_the_turn(
