@@ -174,15 +174,21 @@ def measure_gateway(
             )  # fmt: skip
             if config.services == "pg" and config.workers == 1:
                 # Many long streams at once: a pooled connection held per stream would starve.
-                # Kept apart: the shared table maker reads only complete runs.
-                (out / "paced64").mkdir(exist_ok=True)
-                loadgen(
-                    f"paced64-{config.label}", f"http://127.0.0.1:{port}/v1", out / "paced64", args,
+                many_paced_streams(
+                    config.label, f"http://127.0.0.1:{port}/v1", out, args,
                     api_key=key, model=model, paced_model=paced, pid=str(pid),
-                    skip="nonstream,stream", stream_concurrency="64",
                 )  # fmt: skip
             if args.memory and config == MEMORY_CONFIG:
                 measure_memory(config, port, pid, key, out)
+
+
+def many_paced_streams(
+    label: str, base_url: str, out: Path, args: argparse.Namespace, **extra: str
+) -> None:
+    """64 paced streams at once; kept apart: the shared table maker reads only complete runs."""
+    (out / "paced64").mkdir(exist_ok=True)
+    loadgen(f"paced64-{label}", base_url, out / "paced64", args,
+            skip="nonstream,stream", stream_concurrency="64", **extra)  # fmt: skip
 
 
 MODELS = {
@@ -250,6 +256,10 @@ def main() -> None:
                 base = f"http://127.0.0.1:{port}/v1"
                 loadgen(f"minimal-{workers}w", base, out, args, model="fake-model",
                         paced_model="fake-paced-10ms", pid=str(pid))  # fmt: skip
+                if workers == 1:
+                    many_paced_streams(f"minimal-{workers}w", base, out, args,
+                                       model="fake-model", paced_model="fake-paced-10ms",
+                                       pid=str(pid))  # fmt: skip
         upstreams = {"openai": upstream_url, "puter": f"http://127.0.0.1:{puter_port}"}
         for config in configs:
             if config.services == "pg" and not shutil.which("psql"):
