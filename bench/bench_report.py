@@ -71,9 +71,10 @@ def _summary_row(label: str, run: Row, bare: Row, direct: Row) -> str:
 
 def print_report(out: Path) -> None:
     runs = _load(out)
+    pairs = _load(out / "pairs")
     direct = runs["direct"]
     lines = [
-        "\n### The gateway against the bare proxy, same run\n",
+        "\n### The gateway against the bare proxy measured just before it, same run\n",
         "| configuration | CPU ms/req c=1 | vs bare (≤ 3.0x) | added p50 ms c=1 | vs bare "
         "(≤ 2.5x) | best req/s | CPU ms/stream | vs bare (≤ 2.0x) | paced TTFB p50 ms "
         "(Δ bare ≤ 3) | paced total p50 ms (vs direct ≤ 5 %) |",
@@ -81,7 +82,7 @@ def print_report(out: Path) -> None:
     ]
     gateways = sorted(label for label in runs if label.startswith("gw-"))
     for label in gateways:
-        bare = runs[f"minimal-{label.rsplit('-', 1)[1]}"]
+        bare = pairs.get(f"minimal-for-{label}") or runs[f"minimal-{label.rsplit('-', 1)[1]}"]
         lines.append(_summary_row(label, runs[label], bare, direct))
     lines += _scaling(runs, gateways) + _many_streams(_load(out / "paced64")) + _memory(out)
     print("\n".join(lines))

@@ -159,9 +159,30 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+@contextmanager
+def bare_proxy(workers: int, upstream_url: str) -> Iterator[tuple[str, int]]:
+    """The floor: ../shared/bench/minimal_proxy.py on the shared fake; (base URL, pid)."""
+    port = free_port()
+    env = {"UPSTREAM": upstream_url, "PYTHONPATH": str(SHARED)}
+    with serve(uvicorn("minimal_proxy:app", port, workers), port, env) as pid:
+        yield f"http://127.0.0.1:{port}/v1", pid
+
+
+def measure_bare_beside(
+    config: Config, out: Path, args: argparse.Namespace, upstream_url: str
+) -> None:
+    """The bare proxy again, just before this configuration: the ratios compare runs a
+    minute apart rather than many, since these machines' speed drifts by 10-30 %."""
+    (out / "pairs").mkdir(exist_ok=True)
+    with bare_proxy(config.workers, upstream_url) as (base, pid):
+        loadgen(f"minimal-for-{config.label}", base, out / "pairs", args, model="fake-model",
+                paced_model="fake-paced-10ms", pid=str(pid), concurrency="1")  # fmt: skip
+
+
 def measure_gateway(
     config: Config, out: Path, args: argparse.Namespace, upstreams: dict[str, str]
 ) -> None:
+    measure_bare_beside(config, out, args, upstreams["openai"])
     with tempfile.TemporaryDirectory(prefix="bench-var-") as var:
         env, key = prepare_gateway(config, Path(var), upstreams[config.provider])
         port = free_port()
@@ -249,11 +270,7 @@ def main() -> None:
         loadgen("direct", upstream_url + "/v1", out, args, model="fake-model",
                 paced_model="fake-paced-10ms", pid=str(fake_pid))  # fmt: skip
         for workers in sorted({c.workers for c in configs}):
-            port = free_port()
-            proxy = uvicorn("minimal_proxy:app", port, workers)
-            proxy_env = {"UPSTREAM": upstream_url, "PYTHONPATH": str(SHARED)}
-            with serve(proxy, port, proxy_env) as pid:
-                base = f"http://127.0.0.1:{port}/v1"
+            with bare_proxy(workers, upstream_url) as (base, pid):
                 loadgen(f"minimal-{workers}w", base, out, args, model="fake-model",
                         paced_model="fake-paced-10ms", pid=str(pid))  # fmt: skip
                 if workers == 1:
