@@ -89,8 +89,10 @@ def _pool() -> _DbThreads:
 
 
 def _forget_threads() -> None:
-    global _threads
+    global _threads, _local
     _threads = None  # a forked child has none of its parent's threads
+    # Nor its turn: a lock file handle shared with the parent would be one turn-taker for two.
+    _local = threading.local()
 
 
 os.register_at_fork(after_in_child=_forget_threads)

@@ -16,6 +16,7 @@ from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection, transaction
 
 from accounts.db_thread import (
+    _lock_fd,
     call_in_flight,
     run_db_step,
     run_in_db_thread,
@@ -231,3 +232,27 @@ def test_a_failing_inline_step_raises_and_the_next_one_runs(own_connection: None
         asyncio.run(run_db_step(_group_step, "taken"))
     assert asyncio.run(run_db_step(_group_step, "next")) == threading.current_thread().name
     assert sorted(Group.objects.values_list("name", flat=True)) == ["next", "taken"]
+
+
+def test_a_forked_child_takes_its_own_turns(own_connection: None) -> None:
+    _sqlite_only()
+    fd = _lock_fd()  # the parent's handle, holding the turn
+    assert fd is not None
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        child = os.fork()
+        if child == 0:  # the child: its turn must wait for the parent's
+            code = 2  # no handle of its own
+            try:
+                own = _lock_fd()
+                if own is not None and own != fd:
+                    code = 1  # it took the turn the parent holds
+                    fcntl.flock(own, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    assert os.waitstatus_to_exitcode(status) == 0
