@@ -1,4 +1,5 @@
-"""Several plain statements run as one unit, in one round trip where the database allows.
+"""Plain statements of the request path: several as one unit, in one round trip where the
+database allows, each through the leanest cursor that keeps Django's guarantees.
 
 PostgreSQL runs the statements of one simple query as a single implicit transaction:
 a request's row and its rollups cost one round trip instead of one each plus BEGIN and
@@ -7,12 +8,71 @@ COMMIT. SQLite, in process, runs them one by one inside a transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 Statement = tuple[str, Sequence[Any]]
+
+
+class Cursor(Protocol):
+    db: BaseDatabaseWrapper
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+
+def plain_cursor() -> AbstractContextManager[Cursor]:
+    """A cursor for the request path's own SQL (`%s` placeholders) on the default database.
+
+    On SQLite Django's cursor costs ten times the statement it runs (11 µs of layers and a
+    placeholder regex per execute, against about 1 µs): there the statements go to the
+    driver's cursor, with Django's error translation and execute wrappers kept.
+    """
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor != "sqlite":
+        return cast("AbstractContextManager[Cursor]", db.cursor())
+    db.ensure_connection()
+    return _SQLiteCursor(db)
+
+
+class _SQLiteCursor:
+    def __init__(self, db: BaseDatabaseWrapper) -> None:
+        self.db = db
+        self._cursor = db.connection.cursor()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        qmarks = _qmarks(sql)
+        if not self.db.execute_wrappers:
+            return self._execute(qmarks, params, False, None)
+        executor: Any = self._execute
+        for wrapper in reversed(self.db.execute_wrappers):
+            executor = functools.partial(wrapper, executor)
+        return executor(qmarks, params, False, {"connection": self.db, "cursor": self})
+
+    def _execute(self, sql: str, params: Sequence[Any], many: bool, context: object) -> Any:
+        with self.db.wrap_database_errors:
+            return self._cursor.execute(sql, params)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def __enter__(self) -> _SQLiteCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cursor.close()
+
+
+@functools.cache
+def _qmarks(sql: str) -> str:
+    """`%s` placeholders as SQLite's `?`: the module's statements hold no other `%`."""
+    return sql.replace("%s", "?")
 
 
 def run_together(statements: Sequence[Statement]) -> None:
@@ -25,7 +85,7 @@ def run_together(statements: Sequence[Statement]) -> None:
         with db.cursor() as cursor:
             cursor.execute(sql, params)
         return
-    with transaction.atomic(savepoint=False), db.cursor() as cursor:
+    with transaction.atomic(savepoint=False), plain_cursor() as cursor:
         for statement, values in statements:
             cursor.execute(statement, values)
 
@@ -50,6 +110,6 @@ class Reads:
         if not self._parts:
             return []
         sql = "SELECT " + ", ".join(f"({part})" for part in self._parts)
-        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        with plain_cursor() as cursor:
             cursor.execute(sql, self._params)
             return list(cursor.fetchone())

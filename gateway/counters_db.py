@@ -16,12 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from django.db import DatabaseError, connection, transaction
-from django.db.backends.utils import CursorWrapper
+from django.db import DatabaseError, transaction
 
 from accounts.db_thread import run_db_step
 from accounts.pacing import AtMostEvery
-from accounts.sql_batch import Reads, Statement
+from accounts.sql_batch import Cursor, Reads, Statement, plain_cursor
 from gateway.counters import (
     SLOT_TTL,
     Answer,
@@ -42,7 +41,7 @@ HITS = Hit._meta.db_table
 SLICES = 60  # rows per window
 
 
-def _lock(cursor: CursorWrapper, scopes: Sequence[str]) -> None:
+def _lock(cursor: Cursor, scopes: Sequence[str]) -> None:
     """On PostgreSQL, hold each scope's advisory lock until the transaction ends.
 
     Always taken in the same (sorted) order, so two admissions can never deadlock.
@@ -66,7 +65,7 @@ def ask_counters(reads: Reads, ask: Ask, now: float) -> CountersQuestion:
     Expired slots and hits past the window are left out of every count.
     """
     scopes = [part.scope for part in (ask.slot, ask.window, ask.extra) if part is not None]
-    with connection.cursor() as cursor:
+    with plain_cursor() as cursor:
         _lock(cursor, scopes)
         _sweep(cursor, ask, now)
     slot_at = extra_at = window_at = None
@@ -108,7 +107,7 @@ class CountersQuestion:
                 return Answer(slot_taken=True, window=window, extra_taken=False)
         extra = ask.extra is not None and _room(ask.extra, values, self.extra_at)
         taken = [slot for slot in (ask.slot, ask.extra if extra else None) if slot is not None]
-        with connection.cursor() as cursor:
+        with plain_cursor() as cursor:
             if ask.window is not None:  # admitted by its window
                 _count_hit(cursor, ask.window, now)
             if taken:
@@ -136,7 +135,7 @@ def _slice_start(window: float, now: float) -> float:
     return math.floor(now / size) * size
 
 
-def _count_hit(cursor: CursorWrapper, window: WindowAsk, now: float) -> None:
+def _count_hit(cursor: Cursor, window: WindowAsk, now: float) -> None:
     cursor.execute(
         f"INSERT INTO {HITS} (scope, at, hits) VALUES (%s, %s, 1) "
         f"ON CONFLICT (scope, at) DO UPDATE SET hits = {HITS}.hits + 1",
@@ -144,13 +143,13 @@ def _count_hit(cursor: CursorWrapper, window: WindowAsk, now: float) -> None:
     )
 
 
-def _insert_slots(cursor: CursorWrapper, slots: Sequence[SlotAsk], now: float) -> None:
+def _insert_slots(cursor: Cursor, slots: Sequence[SlotAsk], now: float) -> None:
     rows = ", ".join(["(%s, %s, %s)"] * len(slots))
     values = [value for slot in slots for value in (slot.scope, slot.holder, now + SLOT_TTL)]
     cursor.execute(f"INSERT INTO {SLOTS} (scope, holder, expires_at) VALUES {rows}", values)
 
 
-def _sweep(cursor: CursorWrapper, ask: Ask, now: float) -> None:
+def _sweep(cursor: Cursor, ask: Ask, now: float) -> None:
     """Delete expired slots and old hits: housekeeping, once a second per scope."""
     for slot in (ask.slot, ask.extra):
         if slot is not None and _sweeps.due(slot.scope, now):
@@ -176,7 +175,7 @@ def release_statement(holders: Sequence[str]) -> Statement:
 
 
 def release_slots_here(holders: Sequence[str]) -> None:
-    with connection.cursor() as cursor:
+    with plain_cursor() as cursor:
         cursor.execute(*release_statement(holders))
 
 
@@ -187,7 +186,7 @@ def _admit(ask: Ask, now: float) -> Answer:
 
 def _renew(holders: dict[str, str], until: float) -> None:
     marks = ", ".join(["%s"] * len(holders))
-    with connection.cursor() as cursor:
+    with plain_cursor() as cursor:
         cursor.execute(
             f"UPDATE {SLOTS} SET expires_at = %s WHERE holder IN ({marks})",
             [until, *holders],
@@ -195,7 +194,7 @@ def _renew(holders: dict[str, str], until: float) -> None:
 
 
 def _count(scope: str, now: float) -> int:
-    with connection.cursor() as cursor:
+    with plain_cursor() as cursor:
         cursor.execute(
             f"SELECT COUNT(*) FROM {SLOTS} WHERE scope = %s AND expires_at > %s",
             [scope, now],

@@ -22,6 +22,7 @@ from accounts.db_thread import (
     run_in_db_thread,
     run_shared_in_db_thread,
 )
+from accounts.sql_batch import plain_cursor
 
 
 class Reader:
@@ -256,3 +257,31 @@ def test_a_forked_child_takes_its_own_turns(own_connection: None) -> None:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _delete_group_plainly(name: str) -> str:
+    with plain_cursor() as cursor:  # autocommit: SQLite takes the write lock for it alone
+        cursor.execute(f"DELETE FROM {Group._meta.db_table} WHERE name = %s", [name])
+    return threading.current_thread().name
+
+
+def test_a_plain_statement_that_finds_sqlite_busy_goes_to_a_thread_too(
+    own_connection: None,
+) -> None:
+    _sqlite_only()
+    Group.objects.create(name="gone")
+    connection.close()  # opened afresh by the inline step
+    writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+
+    async def main() -> tuple[str, int]:
+        asyncio.get_running_loop().call_later(0.2, writer.execute, "COMMIT")
+        return await _ticking_while(run_db_step(_delete_group_plainly, "gone"))
+
+    try:
+        where, ticks = asyncio.run(main())
+    finally:
+        writer.close()
+    assert where.startswith("db-")
+    assert ticks >= 10
+    assert not Group.objects.exists()
