@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, connection, transaction
 
+from accounts import db_thread
 from accounts.db_thread import (
     _lock_fd,
     call_in_flight,
@@ -22,6 +23,7 @@ from accounts.db_thread import (
     run_in_db_thread,
     run_shared_in_db_thread,
 )
+from accounts.pacing import AtMostEvery
 from accounts.sql_batch import plain_cursor
 
 
@@ -285,3 +287,28 @@ def test_a_plain_statement_that_finds_sqlite_busy_goes_to_a_thread_too(
     assert where.startswith("db-")
     assert ticks >= 10
     assert not Group.objects.exists()
+
+
+def test_the_wal_is_checkpointed_on_a_thread_never_by_an_inline_commit(
+    own_connection: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _sqlite_only()
+    checkpointed = threading.Event()
+    where: list[str] = []
+    original = db_thread._checkpoint
+
+    def watched() -> None:
+        original()
+        where.append(threading.current_thread().name)
+        checkpointed.set()
+
+    monkeypatch.setattr(db_thread, "_checkpoint", watched)
+    monkeypatch.setattr(db_thread, "_checkpoints", AtMostEvery(0.0))  # due after every step
+    asyncio.run(run_db_step(_group_step, "written"))
+    assert checkpointed.wait(5)
+    assert where[0].startswith("db-")
+    with connection.cursor() as cursor:  # the inline connection, opened by the step
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        assert cursor.fetchone()[0] == 0
+        cursor.execute("PRAGMA busy_timeout")
+        assert cursor.fetchone()[0] == 0
