@@ -48,32 +48,6 @@ def _since(period: str, now: dt.datetime) -> dt.date:
     return bounds[0] if bounds else dt.date(1970, 1, 1)  # "none": all time
 
 
-def spending(
-    *,
-    key_id: int,
-    user_id: int,
-    key_period: str | None,
-    user_period: str | None,
-    minute: bool,
-    now: dt.datetime,
-) -> Spending:
-    """Tokens of the key's and the user's current budget periods and of the last minute.
-
-    A period of None skips that question; "none" means a lifetime budget.
-    """
-    reads = Reads()
-    question = ask_spending(
-        reads,
-        key_id=key_id,
-        user_id=user_id,
-        key_period=key_period,
-        user_period=user_period,
-        minute=minute,
-        now=now,
-    )
-    return question.answer(reads.values())
-
-
 @dataclass(frozen=True, slots=True)
 class SpendingQuestion:
     """Where the answers of `ask_spending` are in a row of `Reads`."""
@@ -103,7 +77,11 @@ def ask_spending(
     minute: bool,
     now: dt.datetime,
 ) -> SpendingQuestion:
-    """Add the spending's subqueries to `reads` (constant table names are formatted in)."""
+    """Add the spending's subqueries to `reads` (constant table names are formatted in):
+    tokens of the key's and the user's current budget periods and of the last minute.
+
+    A period of None skips that question; "none" means a lifetime budget.
+    """
     key_at = user_at = minute_at = None
     if key_period is not None:
         key_at = reads.add(

@@ -9,14 +9,15 @@ COMMIT. SQLite, in process, runs them one by one inside a transaction.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 Statement = tuple[str, Sequence[Any]]
+T = TypeVar("T", covariant=True)
 
 
 class Cursor(Protocol):
@@ -113,3 +114,16 @@ class Reads:
         with plain_cursor() as cursor:
             cursor.execute(sql, self._params)
             return list(cursor.fetchone())
+
+
+class Question(Protocol[T]):
+    """What a module added to `Reads`, and how it reads its answer from the row."""
+
+    def answer(self, values: list[Any]) -> T: ...
+
+
+def read_alone(ask: Callable[[Reads], Question[T]]) -> T:
+    """One question's subqueries in a SELECT of their own."""
+    reads = Reads()
+    question = ask(reads)
+    return question.answer(reads.values())

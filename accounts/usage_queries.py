@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
 
 from accounts.models import ApiKey, UsageDaily
-from accounts.spending import period_bounds, spending
+from accounts.spending import ask_spending, period_bounds
+from accounts.sql_batch import read_alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +42,17 @@ def key_report(key_id: int, now: dt.datetime, *, requests_minute: int) -> dict[s
     """
     key = ApiKey.objects.get(pk=key_id)
     totals = key_totals(key_id)
-    tokens_minute = spending(
-        key_id=key_id, user_id=key.user_id, key_period=None, user_period=None, minute=True, now=now
-    ).minute_tokens
+
+    last_minute = functools.partial(
+        ask_spending,
+        key_id=key_id,
+        user_id=key.user_id,
+        key_period=None,
+        user_period=None,
+        minute=True,
+        now=now,
+    )
+    tokens_minute = read_alone(last_minute).minute_tokens
     bounds = period_bounds(key.budget_period, now)
     in_budget: int | None = None
     if key.token_budget is not None:

@@ -195,10 +195,7 @@ def _renew(holders: dict[str, str], until: float) -> None:
 
 def _count(scope: str, now: float) -> int:
     with plain_cursor() as cursor:
-        cursor.execute(
-            f"SELECT COUNT(*) FROM {SLOTS} WHERE scope = %s AND expires_at > %s",
-            [scope, now],
-        )
+        cursor.execute(_LIVE_SLOTS, [scope, now])
         return int(cursor.fetchone()[0])
 
 

@@ -19,7 +19,7 @@ from django.db import DatabaseError, transaction
 from accounts.db_thread import run_db_step
 from accounts.keys import KeyFacts, KeyLimits
 from accounts.spending import Spending, SpendingQuestion, ask_spending
-from accounts.sql_batch import Reads
+from accounts.sql_batch import Reads, read_alone
 from gateway.counters import (
     Answer,
     Ask,
@@ -183,8 +183,7 @@ def _periods(limits: KeyLimits) -> tuple[str | None, str | None]:
 
 
 def _spending(key: KeyFacts, now: dt.datetime) -> Spending:
-    reads = Reads()
-    return _ask_spending(reads, key, now).answer(reads.values())
+    return read_alone(lambda reads: _ask_spending(reads, key, now))
 
 
 def _ask_spending(reads: Reads, key: KeyFacts, now: dt.datetime) -> SpendingQuestion:
