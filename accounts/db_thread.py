@@ -244,20 +244,28 @@ def _run_inline(step: Callable[[], R]) -> tuple[bool, R | None]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False, None  # another process's (or this one's thread's) turn
-    loop = asyncio.events._get_running_loop()
-    # Django refuses database calls where an event loop runs, because they would block it;
-    # this one does not wait for anything, so the loop is out of sight while it runs.
-    asyncio.events._set_running_loop(None)
     try:
-        _ready_inline_connection()
-        with connection.execute_wrapper(_busy_stops):
-            return True, _run(step)
+        with _loop_out_of_sight():
+            _ready_inline_connection()
+            with connection.execute_wrapper(_busy_stops):
+                return True, _run(step)
     except _Busy:
         return False, None
     finally:
-        asyncio.events._set_running_loop(loop)
         fcntl.flock(fd, fcntl.LOCK_UN)
         _checkpoint_now_and_then()
+
+
+@contextlib.contextmanager
+def _loop_out_of_sight() -> Iterator[None]:
+    """Django refuses database calls where an event loop runs, because they would block it;
+    the calls made here do not wait for anything, so the loop is out of sight meanwhile."""
+    loop = asyncio.events._get_running_loop()
+    asyncio.events._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio.events._set_running_loop(loop)
 
 
 def _ready_inline_connection() -> None:
@@ -304,12 +312,8 @@ def _checkpoint() -> None:
 
 def close_inline_connection() -> None:
     """Close the event loop thread's own connection (at shutdown, on that thread)."""
-    loop = asyncio.events._get_running_loop()
-    asyncio.events._set_running_loop(None)
-    try:
+    with _loop_out_of_sight():
         connection.close()
-    finally:
-        asyncio.events._set_running_loop(loop)
 
 
 def _settle(future: asyncio.Future[R], result: R | None, error: BaseException | None) -> None:
