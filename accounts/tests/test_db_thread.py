@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from django.conf import settings
@@ -165,6 +165,22 @@ async def _ticking_while(awaitable: Awaitable[str]) -> tuple[str, int]:
         ticker.cancel()
 
 
+def _while_another_writer_holds_sqlite(step: Callable[[str], str], name: str) -> tuple[str, int]:
+    """Run the step while a writer outside the turns (a management command) holds SQLite's
+    write lock for 0.2 s; where it ran, and how often the event loop ticked meanwhile."""
+    writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+
+    async def main() -> tuple[str, int]:
+        asyncio.get_running_loop().call_later(0.2, writer.execute, "COMMIT")
+        return await _ticking_while(run_db_step(step, name))
+
+    try:
+        return asyncio.run(main())
+    finally:
+        writer.close()
+
+
 def test_a_short_step_runs_on_the_event_loops_thread_when_nothing_waits(
     own_connection: None,
 ) -> None:
@@ -210,17 +226,7 @@ def test_a_busy_database_sends_the_step_to_a_thread_without_a_trace_of_the_first
     own_connection: None,
 ) -> None:
     _sqlite_only()
-    writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
-    writer.execute("BEGIN IMMEDIATE")  # a writer outside the turns: a management command
-
-    async def main() -> tuple[str, int]:
-        asyncio.get_running_loop().call_later(0.2, writer.execute, "COMMIT")
-        return await _ticking_while(run_db_step(_group_step, "once"))
-
-    try:
-        where, ticks = asyncio.run(main())
-    finally:
-        writer.close()
+    where, ticks = _while_another_writer_holds_sqlite(_group_step, "once")
     assert where.startswith("db-")
     assert ticks >= 10  # SQLite's busy handler slept on the thread, not on the event loop
     assert list(Group.objects.values_list("name", flat=True)) == ["once"]
@@ -273,17 +279,7 @@ def test_a_plain_statement_that_finds_sqlite_busy_goes_to_a_thread_too(
     _sqlite_only()
     Group.objects.create(name="gone")
     connection.close()  # opened afresh by the inline step
-    writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
-    writer.execute("BEGIN IMMEDIATE")
-
-    async def main() -> tuple[str, int]:
-        asyncio.get_running_loop().call_later(0.2, writer.execute, "COMMIT")
-        return await _ticking_while(run_db_step(_delete_group_plainly, "gone"))
-
-    try:
-        where, ticks = asyncio.run(main())
-    finally:
-        writer.close()
+    where, ticks = _while_another_writer_holds_sqlite(_delete_group_plainly, "gone")
     assert where.startswith("db-")
     assert ticks >= 10
     assert not Group.objects.exists()
