@@ -175,8 +175,8 @@ def measure_bare_beside(
     minute apart rather than many, since these machines' speed drifts by 10-30 %."""
     (out / "pairs").mkdir(exist_ok=True)
     with bare_proxy(config.workers, upstream_url) as (base, pid):
-        loadgen(f"minimal-for-{config.label}", base, out / "pairs", args, model="fake-model",
-                paced_model="fake-paced-10ms", pid=str(pid), concurrency="1")  # fmt: skip
+        loadgen(f"minimal-for-{config.label}", base, out / "pairs", args, **FAKE_MODELS,
+                pid=str(pid), concurrency="1")  # fmt: skip
 
 
 def measure_gateway(
@@ -216,6 +216,8 @@ MODELS = {
     "openai": ("fake-model", "fake-paced-10ms"),
     "puter": ("gpt-4o-mini+chunks20", "gpt-4o-mini+chunks20+pace10"),
 }
+# What the shared fake upstream serves, for the direct runs and the bare proxy.
+FAKE_MODELS = {"model": MODELS["openai"][0], "paced_model": MODELS["openai"][1]}
 MEMORY_CONFIG = Config("puter", 1, "sqlite")
 
 
@@ -267,15 +269,14 @@ def main() -> None:
     puter = [PYTHON, "-m", "gateway.testing.fake_puter", "--port", str(puter_port), "--fast"]
     with serve(fake, upstream_port) as fake_pid, serve(puter, puter_port):
         upstream_url = f"http://127.0.0.1:{upstream_port}"
-        loadgen("direct", upstream_url + "/v1", out, args, model="fake-model",
-                paced_model="fake-paced-10ms", pid=str(fake_pid))  # fmt: skip
+        loadgen("direct", upstream_url + "/v1", out, args, **FAKE_MODELS,
+                pid=str(fake_pid))  # fmt: skip
         for workers in sorted({c.workers for c in configs}):
             with bare_proxy(workers, upstream_url) as (base, pid):
-                loadgen(f"minimal-{workers}w", base, out, args, model="fake-model",
-                        paced_model="fake-paced-10ms", pid=str(pid))  # fmt: skip
+                loadgen(f"minimal-{workers}w", base, out, args, **FAKE_MODELS,
+                        pid=str(pid))  # fmt: skip
                 if workers == 1:
-                    many_paced_streams(f"minimal-{workers}w", base, out, args,
-                                       model="fake-model", paced_model="fake-paced-10ms",
+                    many_paced_streams(f"minimal-{workers}w", base, out, args, **FAKE_MODELS,
                                        pid=str(pid))  # fmt: skip
         upstreams = {"openai": upstream_url, "puter": f"http://127.0.0.1:{puter_port}"}
         for config in configs:
