@@ -148,7 +148,7 @@ _LEDGER_COLUMNS = (
 def _insert_ledger(
     rows: Iterator[tuple[Any, ...]],
 ) -> dict[tuple[int, int, str, dt.date], list[int]]:
-    """Bulk-insert the ledger; the rollup of exactly those rows, as record_usage keeps it."""
+    """Bulk-insert the ledger; the rollup of exactly those rows, as record_rows keeps it."""
     table = UsageLog._meta.db_table
     extra = ", upstream_model, stream, usage_estimated, error, entry_id"
     columns = ", ".join(_LEDGER_COLUMNS) + extra

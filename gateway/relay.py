@@ -16,7 +16,6 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
-from accounts.db_thread import run_db_step
 from accounts.keys import KeyFacts
 from accounts.models import Endpoint, UsageStatus
 from gateway.admission import Refused, Route, admit_request
@@ -44,11 +43,12 @@ from gateway.providers.base import (
 )
 from gateway.providers.playback import ResultStream
 from gateway.providers.registry import provider_for
+from gateway.row_writer import write_row
 from gateway.sse import SSEResponse
 from gateway.text_completion_format import TextChunkWriter, text_completion
 from gateway.text_filters import FilterChain, filters_for
 from gateway.upstream_client import upstream_client
-from gateway.usage import Outcome, UsageMeter, no_usage, record_usage
+from gateway.usage import Outcome, UsageMeter, no_usage, usage_row
 
 logger = logging.getLogger("gateway.request")
 T = TypeVar("T")
@@ -466,8 +466,8 @@ async def finish(meter: UsageMeter, outcome: Outcome) -> None:
     if held and not in_row:
         released = asyncio.ensure_future(_give_back(held))
     try:
-        # Shielded: a second cancel must not lose the row.
-        await asyncio.shield(run_db_step(record_usage, meter, outcome, release=in_row))
+        # Goes on if this call is cancelled (a second cancel): the row is never lost.
+        await write_row(usage_row(meter, outcome, release=in_row))
     except asyncio.CancelledError:
         raise
     except Exception:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -107,26 +108,59 @@ def no_usage() -> Usage:
     return Usage(0, 0)
 
 
-def record_usage(meter: UsageMeter, outcome: Outcome, *, release: Sequence[str] = ()) -> None:
-    """Write the request's ledger row and its rollups, or journal it if the database fails.
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A finished request's ledger row, and the database slots it gives back when written."""
 
-    `release`: slots held in the database's counters, given back in the row's transaction.
+    entry: dict[str, Any]
+    key_prefix: str
+    release: Sequence[str] = ()
+
+
+def usage_row(meter: UsageMeter, outcome: Outcome, *, release: Sequence[str] = ()) -> Row:
+    """The row of `meter`'s request, as it stands now (its latency ends here)."""
+    return Row(ledger_entry(meter, outcome), meter.key_prefix, tuple(release))
+
+
+def record_rows(rows: Sequence[Row]) -> None:
+    """Write the rows and their rollups in one transaction, or journal them if the database
+    fails. `release`: slots held in the database's counters, given back in the same one.
+
+    Rows that cannot go together (one names an upstream deleted meanwhile) go one by one.
     """
-    entry = ledger_entry(meter, outcome)
+    left = list(rows)
     try:
-        write_entry(entry, fresh=True, release=release)
+        if len(left) > 1 and _written_together(left):
+            left = []
+        while left:
+            write_entry(left[0].entry, fresh=True, release=left[0].release)
+            left.pop(0)
     except (OperationalError, InterfaceError):
-        # The database is away: keep the row locally until it returns.
-        usage_journal.append(entry)
-        logger.warning(
-            "database unavailable: usage row journalled", extra={"key": meter.key_prefix}
-        )
+        # The database is away: keep the rows not written locally until it returns.
+        for row in left:
+            usage_journal.append(row.entry)
+            logger.warning(
+                "database unavailable: usage row journalled", extra={"key": row.key_prefix}
+            )
         return
-    if outcome.status == UsageStatus.OK and meter.upstream_id is not None:
-        _note_upstream_ok(meter.upstream_id)
-    _note_key_used(meter.key_id)
+    for row in rows:
+        entry = row.entry
+        if entry["status"] == UsageStatus.OK and entry["upstream_id"] is not None:
+            _note_upstream_ok(entry["upstream_id"])
+        _note_key_used(entry["key_id"])
     if usage_journal.pending():
         usage_journal.replay(write_entry)
+
+
+def _written_together(rows: Sequence[Row]) -> bool:
+    """All the rows in one transaction; False if the database refused one of them."""
+    try:
+        _insert([_fields(row.entry) for row in rows], [h for row in rows for h in row.release])
+    except (OperationalError, InterfaceError):
+        raise
+    except DatabaseError:
+        return False  # nothing was written
+    return True
 
 
 JOURNAL_REPLAY_EVERY = 5.0  # seconds
@@ -198,10 +232,10 @@ def write_entry(entry: dict[str, Any], *, fresh: bool = False, release: Sequence
     its upstream was deleted meanwhile the insert fails and the careful path runs. The
     slots of `release` (counters in the database) are given back in the same transaction.
     """
-    fields = {**entry, "created": dt.datetime.fromisoformat(entry["created"])}
+    fields = _fields(entry)
     if fresh:
         try:
-            _insert(fields, release)  # all or nothing, one round trip where possible
+            _insert([fields], release)  # all or nothing, one round trip where possible
             return True
         except IntegrityError:
             pass
@@ -211,29 +245,40 @@ def write_entry(entry: dict[str, Any], *, fresh: bool = False, release: Sequence
         upstream = fields["upstream_id"]
         if upstream and not Upstream.objects.filter(pk=upstream).exists():
             fields["upstream_id"] = None  # deleted while the row waited
-        _insert(fields, release)
+        _insert([fields], release)
     return True
 
 
-def _insert(fields: dict[str, Any], release: Sequence[str]) -> None:
-    finished = fields["created"] + dt.timedelta(milliseconds=fields["latency_ms"] or 0)
-    statements = [_row_statement(fields), *rollup_statements(fields, finished=finished)]
+def _fields(entry: dict[str, Any]) -> dict[str, Any]:
+    return {**entry, "created": dt.datetime.fromisoformat(entry["created"])}
+
+
+def _insert(rows: Sequence[dict[str, Any]], release: Sequence[str]) -> None:
+    finished = [
+        (row, row["created"] + dt.timedelta(milliseconds=row["latency_ms"] or 0)) for row in rows
+    ]
+    statements = [_rows_statement(rows), *rollup_statements(finished)]
     if release:
-        statements.append(release_statement(release))
+        statements.append(release_statement(sorted(release)))
     run_together(statements)
 
 
 _ROW_FIELDS = [field for field in UsageLog._meta.concrete_fields if not field.primary_key]
-# Only the model's own table and column names are formatted in.
-_INSERT_ROW = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
-    UsageLog._meta.db_table,
-    ", ".join(str(field.column) for field in _ROW_FIELDS),
-    ", ".join(["%s"] * len(_ROW_FIELDS)),
-)
 
 
-def _row_statement(fields: dict[str, Any]) -> Statement:
-    """The ledger row as one plain INSERT: the ORM's save cost more than the statement.
+@functools.cache
+def _insert_rows(count: int) -> str:
+    """INSERT of `count` ledger rows (only the model's own table and column names are in)."""
+    one = "({})".format(", ".join(["%s"] * len(_ROW_FIELDS)))
+    return "INSERT INTO {} ({}) VALUES {}".format(  # noqa: S608
+        UsageLog._meta.db_table,
+        ", ".join(str(field.column) for field in _ROW_FIELDS),
+        ", ".join([one] * count),
+    )
+
+
+def _rows_statement(rows: Sequence[dict[str, Any]]) -> Statement:
+    """The ledger rows as one plain INSERT: the ORM's save cost more than the statement.
 
     Values go through each field's own conversion for the database, as save() does.
     """
@@ -242,9 +287,10 @@ def _row_statement(fields: dict[str, Any]) -> Statement:
         field.get_db_prep_save(
             fields[field.attname] if field.attname in fields else field.get_default(), db
         )
+        for fields in rows
         for field in _ROW_FIELDS
     ]
-    return _INSERT_ROW, values
+    return _insert_rows(len(rows)), values
 
 
 def _note_key_used(key_id: int) -> None:

@@ -20,6 +20,7 @@ django_application = get_asgi_application()
 # Imported after Django is set up: these modules use models and settings.
 from accounts.db_thread import close_db_threads, close_inline_connection  # noqa: E402
 from gateway.handler import ApiHandler, is_api_path  # noqa: E402
+from gateway.row_writer import rows_written  # noqa: E402
 from gateway.upstream_client import close_clients  # noqa: E402
 from gateway.usage import replay_journal, replay_journal_forever  # noqa: E402
 
@@ -50,6 +51,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
             if replayer is not None:
                 replayer.cancel()
             await close_clients()
+            await rows_written()
             close_db_threads()
             close_inline_connection()
             await send({"type": "lifespan.shutdown.complete"})

@@ -16,7 +16,7 @@ from accounts.keys import KeyLimits, issue_key
 from accounts.models import UsageDaily, UsageLog, UsageStatus
 from gateway import usage, usage_journal
 from gateway.providers.base import Usage
-from gateway.usage import Outcome, UsageMeter, ledger_entry, record_usage, write_entry
+from gateway.usage import Outcome, UsageMeter, ledger_entry, record_rows, usage_row, write_entry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,13 +51,14 @@ def test_a_row_the_database_refuses_is_journalled_then_replayed_once(
         raise OperationalError("the database is down")
 
     monkeypatch.setattr(usage, "write_entry", database_down)
-    record_usage(meter_for("req-down"), OK)
+    record_rows([usage_row(meter_for("req-down"), OK)])
     assert UsageLog.objects.count() == 0
     lines = list(usage_journal.journal_dir().glob("usage-*.jsonl"))
     assert len(lines) == 1
     assert lines[0].read_text().count("\n") == 1
     monkeypatch.undo()
-    record_usage(meter_for("req-back"), OK)  # the database answers again: replay follows
+    # The database answers again: the replay follows the next row.
+    record_rows([usage_row(meter_for("req-back"), OK)])
     assert sorted(UsageLog.objects.values_list("request_id", flat=True)) == ["req-back", "req-down"]
     assert lines[0].stat().st_size == 0
     daily = UsageDaily.objects.get()
