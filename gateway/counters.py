@@ -9,6 +9,7 @@ store cannot be reached the counters raise `CountersUnavailable`: limits fail cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -187,6 +188,12 @@ async def release_slots(held: list[tuple[str, str]]) -> None:
         forget(holder)
     if held:
         await store().release_slots(held)
+
+
+async def give_back(held: list[tuple[str, str]]) -> None:
+    """`release_slots`, or, if the store cannot be reached, leave them to expire by themselves."""
+    with contextlib.suppress(CountersUnavailable):
+        await release_slots(held)
 
 
 async def hit(scope: str, limit: int, window: float = 60.0) -> Window:

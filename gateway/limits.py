@@ -7,6 +7,7 @@ request, so concurrent requests overshoot a budget only by what was in flight.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import math
@@ -29,6 +30,7 @@ from gateway.counters import (
     WindowAsk,
     admit,
     forget,
+    give_back,
     in_database,
     keep_taken_alive,
     new_holder,
@@ -134,9 +136,7 @@ async def check_limits(
         if in_database():
             answer = await _admit_in_database(key, now, grant, ask)
         else:
-            await _check_tokens(key, now, grant)
-            answer = await _counted(ask)
-            _judge_counters(key.limits, answer, grant)
+            answer = await _admit_in_redis(key, now, grant, ask)
     except LimitsUnreadable:
         if limited:
             raise limits_unavailable() from None  # never a free pass
@@ -267,14 +267,53 @@ def _admit_here(key: KeyFacts, now: dt.datetime, grant: Grant, ask: Ask) -> Answ
 # --- counters in Redis: the tokens from the database, the counters from Redis ------------
 
 
-async def _check_tokens(key: KeyFacts, now: dt.datetime, grant: Grant) -> None:
-    if not _reads_tokens(key.limits):
-        return
+async def _admit_in_redis(key: KeyFacts, now: dt.datetime, grant: Grant, ask: Ask) -> Answer:
+    """The spending (a database step) and the counters (a Redis script) asked at once: the
+    request waits for the slower of the two, not for both one after the other.
+
+    A refusal gives back the slots the counters took. A request the spending refuses still
+    counts in its rpm window here (the counters took it before the spending was known).
+    """
+    spending = None
+    if _reads_tokens(key.limits):
+        spending = asyncio.ensure_future(_read_tokens(key, now))
     try:
-        spent = await run_db_step(_spending, key, now)
+        answer = await _counted(ask)
+    except BaseException:
+        if spending is not None:
+            _abandon(spending)
+        raise
+    try:
+        if spending is not None:
+            _judge_tokens(key.limits, await spending, grant)
+        _judge_counters(key.limits, answer, grant)
+    except BaseException:
+        # Refused, or cancelled: the slots go back first, so that a retry finds them free.
+        await asyncio.shield(give_back(_taken(ask, answer)))
+        raise
+    return answer
+
+
+async def _read_tokens(key: KeyFacts, now: dt.datetime) -> Spending:
+    try:
+        return await run_db_step(_spending, key, now)
     except DatabaseError:
         raise LimitsUnreadable() from None
-    _judge_tokens(key.limits, spent, grant)
+
+
+def _abandon(read: asyncio.Future[Spending]) -> None:
+    """Cancel a read nobody will wait for; its outcome, if it comes, is dropped."""
+    read.cancel()
+    read.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+def _taken(ask: Ask, answer: Answer) -> list[tuple[str, str]]:
+    """The slots the counters hold for this ask, as (scope, holder)."""
+    return [
+        (slot.scope, slot.holder)
+        for slot, held in ((ask.slot, answer.holds_slot), (ask.extra, answer.extra_taken))
+        if slot is not None and held
+    ]
 
 
 async def _counted(ask: Ask) -> Answer:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -19,7 +18,7 @@ from django.http.response import HttpResponseBase
 from accounts.keys import KeyFacts
 from accounts.models import Endpoint, UsageStatus
 from gateway.admission import Refused, Route, admit_request
-from gateway.counters import CountersUnavailable, in_database, release_slots
+from gateway.counters import give_back, in_database
 from gateway.errors import OpenAIError, error_for_failures
 from gateway.limits import hand_over
 from gateway.logs import request_id_var
@@ -432,11 +431,6 @@ def _hand_over(meter: UsageMeter) -> list[tuple[str, str]]:
     return [slot for slot in held if slot]
 
 
-async def _give_back(held: list[tuple[str, str]]) -> None:
-    with contextlib.suppress(CountersUnavailable):  # an unreleased slot expires by itself
-        await release_slots(held)
-
-
 def _token_hidden(event: StreamFailed, meter: UsageMeter) -> StreamFailed:
     """Some upstreams quote the credential they were sent in their error messages."""
     if meter.lease is None:
@@ -464,7 +458,7 @@ async def finish(meter: UsageMeter, outcome: Outcome) -> None:
     in_row = [holder for _scope, holder in held] if in_database() else []
     released = None
     if held and not in_row:
-        released = asyncio.ensure_future(_give_back(held))
+        released = asyncio.ensure_future(give_back(held))
     try:
         # Goes on if this call is cancelled (a second cancel): the row is never lost.
         await write_row(usage_row(meter, outcome, release=in_row))

@@ -105,6 +105,19 @@ def test_tpm_and_budgets_refuse_once_spent(gateway: Gateway, make_key: Callable[
     assert spent.json()["error"]["code"] == "insufficient_quota"
 
 
+@pytest.mark.usefixtures("fake")
+def test_a_refused_request_gives_back_the_slots_it_was_counted_in(
+    gateway: Gateway, make_key: Callable[..., str], make_upstream: Callable[..., Upstream]
+) -> None:
+    make_upstream(max_concurrency=1)  # one slot of the account: a kept one would stop all
+    spent = make_key("sam", token_budget=10, budget_period="day", max_concurrency=1)
+    assert call(gateway, spent).status_code == 200
+    for _ in range(3):
+        assert call(gateway, spent).json()["error"]["code"] == "insufficient_quota"
+    other = make_key("tom")
+    assert [call(gateway, other).status_code for _ in range(3)] == [200, 200, 200]
+
+
 @pytest.mark.usefixtures("upstream", "fake")
 def test_a_users_budget_spans_all_of_their_keys(
     gateway: Gateway, make_key: Callable[..., str]

@@ -51,7 +51,7 @@ def meter_for(tmp_path: Path) -> Any:
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many rows each database step of the writer carried."""
     sizes: list[int] = []
-    real = row_writer.record_rows
+    real = usage.record_rows
 
     def counted(rows: Sequence[Row]) -> None:
         sizes.append(len(rows))
