@@ -8,7 +8,6 @@ here, before Django reads them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import orjson
@@ -86,28 +85,39 @@ class ApiHandler(ASGIHandler):
     async def _respond_unless_gone(
         self, request: HttpRequest, receive: Any, send: Any
     ) -> HttpResponseBase | None:
-        """Run the view and send its response; cancel it if the client leaves first."""
+        """Run the view and send its response; cancel it if the client leaves first.
 
-        async def process_request() -> HttpResponseBase:
-            response: HttpResponseBase = await self.run_get_response(request)
-            with contextlib.suppress(asyncio.CancelledError):  # the client left mid-send
-                await self.send_response(response, send)
-            return response
+        The view runs in this task: one started for it (as Django does) would begin only at
+        the event loop's next turn, which under load is a millisecond or more of every
+        call's latency. A listener cancels this task when the client disconnects.
+        """
+        task = asyncio.current_task()
+        assert task is not None  # an ASGI app always runs in a task
+        finished = gone = False
+
+        def on_disconnect(listener: asyncio.Task[None]) -> None:
+            nonlocal gone
+            if listener.cancelled():
+                return
+            left = isinstance(listener.exception(), RequestAborted)  # retrieved either way
+            if left and not finished:
+                gone = True
+                task.cancel()
 
         listener = asyncio.create_task(self.listen_for_disconnect(receive))
-        processor = asyncio.create_task(process_request())
-        await asyncio.wait((listener, processor), return_when=asyncio.FIRST_COMPLETED)
-        for task in (listener, processor):
-            if task.done():
-                with contextlib.suppress(RequestAborted):
-                    task.result()
-            else:
-                task.cancel()  # the view sees CancelledError and cleans up
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if processor.cancelled():
-            return None
-        return processor.result()
+        listener.add_done_callback(on_disconnect)
+        response: HttpResponseBase | None = None
+        try:
+            response = await self.run_get_response(request)
+            await self.send_response(response, send)
+        except asyncio.CancelledError:
+            if not gone:
+                raise  # not the client's leaving: the server's, say
+            task.uncancel()  # the client left; the view has cleaned up after itself
+        finally:
+            finished = True
+            listener.cancel()
+        return response
 
     async def read_body(self, receive: Any) -> Any:
         # A chunked body declares no length: count what arrives.

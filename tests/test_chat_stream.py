@@ -240,3 +240,24 @@ def test_unknown_model_is_a_404_and_an_invalid_request_row(
     assert (row.status, row.http_status) == (UsageStatus.INVALID_REQUEST, 404)
     upstream.refresh_from_db()
     assert upstream.consecutive_failures == 0
+
+
+def test_client_that_leaves_before_the_answer_cancels_the_call_and_leaves_a_499_row(
+    gateway: Gateway, fake: Fake, alice_key: str, upstream: Upstream
+) -> None:
+    body = {"model": "gpt-4o-mini+delay3000", "messages": MESSAGES}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            gateway.v1 + "/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {alice_key}"},
+            timeout=httpx.Timeout(10, read=0.5),
+        )
+    row = wait_for_row()
+    assert (row.status, row.http_status) == (UsageStatus.CLIENT_DISCONNECTED, 499)
+    assert row.latency_ms < 2500  # the call was cancelled when the client left, not waited out
+    assert UsageLog.objects.count() == 1
+    deadline = time.monotonic() + 5  # and the gateway left its upstream call too
+    while fake.stats()["streams_disconnected"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake.stats()["streams_disconnected"] == 1
