@@ -133,7 +133,7 @@ def record_rows(rows: Sequence[Row]) -> None:
         if len(left) > 1 and _written_together(left):
             left = []
         while left:
-            write_entry(left[0].entry, fresh=True, release=left[0].release)
+            _write_alone(left[0])
             left.pop(0)
     except (OperationalError, InterfaceError):
         # The database is away: keep the rows not written locally until it returns.
@@ -150,6 +150,17 @@ def record_rows(rows: Sequence[Row]) -> None:
         _note_key_used(entry["key_id"])
     if usage_journal.pending():
         usage_journal.replay(write_entry)
+
+
+def _write_alone(row: Row) -> None:
+    """One row, the careful way. One the database refuses for what it holds is logged, and
+    the rows written with it still go; a database that is away stops them all."""
+    try:
+        write_entry(row.entry, fresh=True, release=row.release)
+    except (OperationalError, InterfaceError):
+        raise
+    except DatabaseError:
+        logger.exception("usage row not written", extra={"key": row.key_prefix})
 
 
 def _written_together(rows: Sequence[Row]) -> bool:

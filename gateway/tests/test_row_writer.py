@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import OperationalError
+from django.db import DataError, OperationalError
 from django.test import override_settings
 from django.utils import timezone
 
@@ -160,3 +160,23 @@ def test_rows_keep_the_latency_of_their_own_request(meter_for: Any) -> None:
     row = usage_row(meter, OK)
     _write_all([row])
     assert UsageLog.objects.get().latency_ms == row.entry["latency_ms"] >= 2000
+
+
+def test_a_row_the_database_refuses_for_its_content_does_not_stop_the_others(
+    meter_for: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [usage_row(meter_for(f"req-{n}"), OK) for n in range(3)]
+    real = usage.write_entry
+
+    def refuses_the_second(entry: dict[str, Any], **options: Any) -> bool:
+        if entry["request_id"] == "req-1":
+            raise DataError("value too long")
+        return real(entry, **options)
+
+    monkeypatch.setattr(usage, "_written_together", lambda _rows: False)
+    monkeypatch.setattr(usage, "write_entry", refuses_the_second)
+    _write_all(rows)
+    assert sorted(UsageLog.objects.values_list("request_id", flat=True)) == ["req-0", "req-2"]
+    refused = [r for r in caplog.records if r.getMessage() == "usage row not written"]
+    assert len(refused) == 1
+    assert list(usage_journal.journal_dir().glob("usage-*.jsonl")) == []
