@@ -124,7 +124,7 @@ def usage_row(meter: UsageMeter, outcome: Outcome, *, release: Sequence[str] = (
 
 def record_rows(rows: Sequence[Row]) -> None:
     """Write the rows and their rollups in one transaction, or journal them if the database
-    fails. `release`: slots held in the database's counters, given back in the same one.
+    fails. Each row's `release` (slots held in the database's counters) goes back in it too.
 
     Rows that cannot go together (one names an upstream deleted meanwhile) go one by one.
     """

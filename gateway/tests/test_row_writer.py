@@ -5,46 +5,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import DataError, OperationalError
-from django.test import override_settings
 from django.utils import timezone
 
-from accounts.keys import KeyLimits, issue_key
 from accounts.models import KeyTokensSecond, UsageDaily, UsageLog, UsageStatus
 from gateway import row_writer, usage, usage_journal
 from gateway.models import Upstream
 from gateway.providers.base import Usage
 from gateway.row_writer import rows_written, write_row
-from gateway.usage import Outcome, Row, UsageMeter, usage_row, write_entry
+from gateway.usage import Outcome, Row, usage_row, write_entry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 OK = Outcome(UsageStatus.OK, 200, Usage(10, 5))
-
-
-@pytest.fixture
-def meter_for(tmp_path: Path) -> Any:
-    user = User.objects.create(username="jo")
-    key, _raw = issue_key(user=user, name="j", limits=KeyLimits())
-
-    def make(request_id: str, model: str = "gpt-4o-mini") -> UsageMeter:
-        return UsageMeter(
-            request_id=request_id,
-            key_id=key.pk,
-            user_id=user.pk,
-            key_prefix=key.prefix,
-            endpoint="chat.completions",
-            model=model,
-            stream=False,
-        )
-
-    with override_settings(VAR_DIR=str(tmp_path)):
-        yield make
 
 
 @pytest.fixture

@@ -3,42 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import OperationalError
-from django.test import override_settings
 
 from accounts.db_thread import run_in_db_thread
-from accounts.keys import KeyLimits, issue_key
 from accounts.models import UsageDaily, UsageLog, UsageStatus
 from gateway import usage, usage_journal
 from gateway.providers.base import Usage
-from gateway.usage import Outcome, UsageMeter, ledger_entry, record_rows, usage_row, write_entry
+from gateway.usage import Outcome, ledger_entry, record_rows, usage_row, write_entry
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def meter_for(tmp_path: Path) -> Any:
-    user = User.objects.create(username="jo")
-    key, _raw = issue_key(user=user, name="j", limits=KeyLimits())
-
-    def make(request_id: str) -> UsageMeter:
-        return UsageMeter(
-            request_id=request_id,
-            key_id=key.pk,
-            user_id=user.pk,
-            key_prefix=key.prefix,
-            endpoint="chat.completions",
-            model="gpt-4o-mini",
-            stream=False,
-        )
-
-    with override_settings(VAR_DIR=str(tmp_path)):
-        yield make
 
 
 OK = Outcome(UsageStatus.OK, 200, Usage(10, 5))
