@@ -42,6 +42,11 @@ ON CONFLICT (key_id, second) DO UPDATE SET tokens = {SECONDS}.tokens + EXCLUDED.
 """
 
 
+def finished_at(created: dt.datetime, latency_ms: int | None) -> dt.datetime:
+    """When a ledger row's request ended: the second its tokens count in for tpm."""
+    return created + dt.timedelta(milliseconds=latency_ms or 0)
+
+
 def rollup_statements(rows: Sequence[tuple[dict[str, Any], dt.datetime]]) -> list[Statement]:
     """What counts ledger rows (their model's fields as plain values, each with the moment it
     finished) in both rollups: one upsert per day and model of a key, one per second.

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
+
 from accounts.models import BudgetPeriod, KeyTokensSecond, UsageDaily
 from accounts.sql_batch import Reads
 
@@ -43,9 +45,25 @@ def period_bounds(period: str, now: dt.datetime) -> tuple[dt.date, dt.datetime] 
     return start, dt.datetime.combine(end, dt.time(), tzinfo=dt.UTC)
 
 
-def _since(period: str, now: dt.datetime) -> dt.date:
+def period_since(period: str, now: dt.datetime) -> dt.date:
+    """The first day whose tokens count in the budget period of `now`."""
     bounds = period_bounds(period, now)
     return bounds[0] if bounds else dt.date(1970, 1, 1)  # "none": all time
+
+
+def minute_since(now: dt.datetime) -> int:
+    """The last second before the minute of `now` (its tokens no longer count)."""
+    return math.floor(now.timestamp()) - MINUTE
+
+
+def minute_seconds(key_id: int, now: dt.datetime) -> list[tuple[int, int]]:
+    """The key's tokens of each second of the minute of `now`, as (second, tokens)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT second, tokens FROM {SECONDS} WHERE key_id = %s AND second > %s",
+            [key_id, minute_since(now)],
+        )
+        return [(int(second), int(tokens)) for second, tokens in cursor.fetchall()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +104,15 @@ def ask_spending(
     if key_period is not None:
         key_at = reads.add(
             f"SELECT COALESCE(SUM(total_tokens), 0) FROM {DAILY} WHERE key_id = %s AND day >= %s",
-            [key_id, _since(key_period, now)],
+            [key_id, period_since(key_period, now)],
         )
     if user_period is not None:
         user_at = reads.add(
             f"SELECT COALESCE(SUM(total_tokens), 0) FROM {DAILY} WHERE user_id = %s AND day >= %s",
-            [user_id, _since(user_period, now)],
+            [user_id, period_since(user_period, now)],
         )
     if minute:
-        since = math.floor(now.timestamp()) - MINUTE
+        since = minute_since(now)
         minute_at = reads.add(
             f"SELECT COALESCE(SUM(tokens), 0) FROM {SECONDS} WHERE key_id = %s AND second > %s",
             [key_id, since],

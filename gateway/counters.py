@@ -50,16 +50,44 @@ class WindowAsk:
 
 
 @dataclass(frozen=True, slots=True)
+class SpentAsk:
+    """The copies of a key's token spending to read with its counters (Redis only).
+
+    Each is a scope name, or None when the key's limits do not need it: tokens of the
+    key's and of its user's budget period, and the key's tokens per second, summed over
+    the seconds after `since_second`.
+    """
+
+    key_period: str | None
+    user_period: str | None
+    minute: str | None
+    since_second: int
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """The copies read; None where one was asked for but is not there (to be seeded)."""
+
+    key_period: int | None
+    user_period: int | None
+    minute: int | None
+    oldest_second: int | None  # the earliest second of the minute's tokens
+
+
+@dataclass(frozen=True, slots=True)
 class Ask:
     """What one admission takes from the counters, all in one step.
 
     The slot first (if full, nothing else happens), then the window (if full, the slot is
-    not kept), then, if both passed, the extra slot when its scope has room.
+    not kept), then, if both passed, the extra slot when its scope has room. `spent` is
+    read in the same step where the store keeps a copy of the spending (Redis); with the
+    counters in the database admission reads the rollups in its own transaction instead.
     """
 
     slot: SlotAsk | None = None
     window: WindowAsk | None = None
     extra: SlotAsk | None = None
+    spent: SpentAsk | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +95,7 @@ class Answer:
     slot_taken: bool  # the slot had room (also True when none was asked for)
     window: Window | None
     extra_taken: bool
+    spent: Spent | None = None
 
     @property
     def holds_slot(self) -> bool:

@@ -5,23 +5,56 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
-from gateway.counters import SLOT_TTL, Answer, Ask, CountersUnavailable, OneStepStore, Window
+from gateway.counters import (
+    SLOT_TTL,
+    Answer,
+    Ask,
+    CountersUnavailable,
+    OneStepStore,
+    Spent,
+    SpentAsk,
+    Window,
+)
 
-# KEYS: the key's slots, its window, the account's slots.
+# KEYS: the key's slots, its window, the account's slots, then the copies of the spending:
+#       the key's period, the user's period, the key's seconds.
 # ARGV: now, slot limit (-1: none), slot holder, expires_at, window limit (-1: none), window,
-#       window member, account limit (-1: none), account holder
-# Returns {slot taken, admitted, count, reset, account slot taken}.
+#       window member, account limit (-1: none), account holder, then which copies to read:
+#       key period (1/0), user period (1/0), the minute's first second excluded (-1: none).
+# Returns {slot taken, admitted, count, reset, account slot taken, key period tokens,
+#          user period tokens, minute tokens, oldest second}; -1 for a copy not there.
 _ADMIT = """
+local key_tokens, user_tokens, minute_tokens, oldest = -1, -1, -1, -1
+if ARGV[10] == '1' then key_tokens = tonumber(redis.call('GET', KEYS[4]) or '-1') end
+if ARGV[11] == '1' then user_tokens = tonumber(redis.call('GET', KEYS[5]) or '-1') end
+local since = tonumber(ARGV[12])
+if since >= 0 and redis.call('HEXISTS', KEYS[6], '_') == 1 then
+  minute_tokens = 0
+  local fields = redis.call('HGETALL', KEYS[6])
+  for i = 1, #fields, 2 do
+    local second = tonumber(fields[i])
+    if second and second > since then
+      minute_tokens = minute_tokens + tonumber(fields[i + 1])
+      if oldest < 0 or second < oldest then oldest = second end
+    elseif second and second < since - 60 then
+      redis.call('HDEL', KEYS[6], fields[i])
+    end
+  end
+end
+local function reply(taken, admitted, count, reset, extra)
+  return {taken, admitted, count, reset, extra, key_tokens, user_tokens, minute_tokens, oldest}
+end
 local now = tonumber(ARGV[1])
 local slot_limit = tonumber(ARGV[2])
 if slot_limit >= 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  if redis.call('ZCARD', KEYS[1]) >= slot_limit then return {0, 0, 0, '0', 0} end
+  if redis.call('ZCARD', KEYS[1]) >= slot_limit then return reply(0, 0, 0, '0', 0) end
 end
 local admitted, count, reset = 1, 0, '0'
 local window_limit = tonumber(ARGV[5])
@@ -35,9 +68,9 @@ if window_limit >= 0 then
     count = count + 1
     admitted = 1
   end
-  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  if oldest[2] then reset = tostring(oldest[2] + ARGV[6] - now) end
-  if admitted == 0 then return {1, 0, count, reset, 0} end
+  local oldest_hit = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if oldest_hit[2] then reset = tostring(oldest_hit[2] + ARGV[6] - now) end
+  if admitted == 0 then return reply(1, 0, count, reset, 0) end
 end
 local ttl = math.ceil(ARGV[4] - now) + 60
 if slot_limit >= 0 then
@@ -54,14 +87,45 @@ if extra_limit >= 0 then
     extra = 1
   end
 end
-return {1, admitted, count, reset, extra}
+return reply(1, admitted, count, reset, extra)
 """
 
+# The copies of the spending are seeded from the rollups when missing and live COPY_TTL
+# seconds: then the next admission reads the rollups again, so an increment lost between
+# a seed's read and its write (or while Redis was away) is healed within a minute.
+# KEYS: key period, user period, the key's seconds.
+# ARGV: ttl, key period tokens (-1: not asked), user period tokens (-1), seconds (1/0),
+#       then second, tokens of each second of the minute.
+_SEED = """
+if tonumber(ARGV[2]) >= 0 then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1], 'NX') end
+if tonumber(ARGV[3]) >= 0 then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[1], 'NX') end
+if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[3], '_') == 0 then
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[3], '_', '1')
+  for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+  redis.call('EXPIRE', KEYS[3], ARGV[1])
+end
+return 0
+"""
 
-# KEYS: slot sets; ARGV: the holder to remove from each.
-_RELEASE = """
-for i, key in ipairs(KEYS) do
-    redis.call('ZREM', key, ARGV[i])
+# Requests ended: their slots given back and, for their rows written, their tokens added
+# to the copies of the spending there are (a missing copy is seeded later, from rollups
+# that hold them). Neither INCRBY nor HINCRBY changes a copy's expiry.
+# KEYS: slot sets, then period copies, then one seconds copy per (key, second).
+# ARGV: how many slots, how many period copies; the holder of each slot; the tokens of each
+#       period copy; then second, tokens for each seconds copy.
+_ENDED = """
+local slots, periods = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, slots do redis.call('ZREM', KEYS[i], ARGV[2 + i]) end
+for i = slots + 1, slots + periods do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[2 + i]) end
+end
+local at = 3 + slots + periods
+for i = slots + periods + 1, #KEYS do
+  if redis.call('HEXISTS', KEYS[i], '_') == 1 then
+    redis.call('HINCRBY', KEYS[i], ARGV[at], ARGV[at + 1])
+  end
+  at = at + 2
 end
 return 0
 """
@@ -101,12 +165,13 @@ class RedisStore(OneStepStore):
             raise CountersUnavailable(str(exc)) from None
 
     async def admit(self, ask: Ask, now: float) -> Answer:
-        slot, window, extra = ask.slot, ask.window, ask.extra
+        slot, window, extra, spent = ask.slot, ask.window, ask.extra, ask.spent
         self._counter += 1
         keys = [
             self._prefix + "slot:" + (slot.scope if slot else "-"),
             self._prefix + "win:" + (window.scope if window else "-"),
             self._prefix + "slot:" + (extra.scope if extra else "-"),
+            *self._spent_keys(spent),
         ]
         args: list[Any] = [
             now,
@@ -118,15 +183,56 @@ class RedisStore(OneStepStore):
             f"{now:.6f}:{id(self)}:{self._counter}",
             extra.limit if extra else -1,
             extra.holder if extra else "",
+            int(spent is not None and spent.key_period is not None),
+            int(spent is not None and spent.user_period is not None),
+            spent.since_second if spent is not None and spent.minute is not None else -1,
         ]
-        taken, admitted, count, reset, extra_taken = await self._eval(_ADMIT, keys, args)
+        reply = await self._eval(_ADMIT, keys, args)
+        taken, admitted, count, reset, extra_taken = reply[:5]
         seen = Window(bool(admitted), int(count), max(float(reset), 0.0)) if window else None
-        return Answer(bool(taken), seen, bool(extra_taken))
+        return Answer(bool(taken), seen, bool(extra_taken), _spent(spent, reply[5:]))
+
+    def _spent_keys(self, spent: SpentAsk | None) -> list[str]:
+        if spent is None:
+            return [self._prefix + "-"] * 3
+        scopes = (spent.key_period, spent.user_period, spent.minute)
+        return [self._prefix + (scope or "-") for scope in scopes]
+
+    async def seed_spent(
+        self, spent: SpentAsk, figures: Spent, seconds: list[tuple[int, int]], ttl: int
+    ) -> None:
+        """Store the copies of `spent` (read from the rollups), unless a copy is there."""
+        args: list[Any] = [
+            ttl,
+            -1 if figures.key_period is None else figures.key_period,
+            -1 if figures.user_period is None else figures.user_period,
+            int(spent.minute is not None),
+        ]
+        for second, tokens in seconds:
+            args += [second, tokens]
+        await self._eval(_SEED, self._spent_keys(spent), args)
 
     async def release_slots(self, held: list[tuple[str, str]]) -> None:
         # One script call: a pipeline cost several times more in the client than this.
+        await self.ended(held, {}, {})
+
+    async def ended(
+        self,
+        held: Sequence[tuple[str, str]],
+        periods: dict[str, int],
+        seconds: dict[tuple[str, int], int],
+    ) -> None:
+        """Give back the (scope, holder) slots of ended requests and add their rows' tokens to
+        the copies of the spending that are there: per period scope, per (scope, second)."""
         keys = [self._prefix + "slot:" + scope for scope, _holder in held]
-        await self._eval(_RELEASE, keys, [holder for _scope, holder in held])
+        keys += [self._prefix + scope for scope in periods]
+        keys += [self._prefix + scope for scope, _second in seconds]
+        args: list[Any] = [len(held), len(periods)]
+        args += [holder for _scope, holder in held]
+        args += periods.values()
+        for (_scope, second), tokens in seconds.items():
+            args += [second, tokens]
+        await self._eval(_ENDED, keys, args)
 
     async def renew_slots(self, holders: dict[str, str], until: float) -> None:
         try:
@@ -142,3 +248,15 @@ class RedisStore(OneStepStore):
             return int(await self._client().zcount(self._prefix + "slot:" + scope, now, "+inf"))
         except (RedisError, OSError) as exc:
             raise CountersUnavailable(str(exc)) from None
+
+
+def _spent(asked: SpentAsk | None, values: list[Any]) -> Spent | None:
+    if asked is None:
+        return None
+    key_tokens, user_tokens, minute_tokens, oldest = (int(value) for value in values)
+    return Spent(
+        key_tokens if asked.key_period is not None and key_tokens >= 0 else None,
+        user_tokens if asked.user_period is not None and user_tokens >= 0 else None,
+        minute_tokens if asked.minute is not None and minute_tokens >= 0 else None,
+        oldest if oldest >= 0 else None,
+    )

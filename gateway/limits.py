@@ -1,8 +1,9 @@
 """Key and user limits, checked in one step before any upstream call (DESIGN.md 7).
 
 rpm and concurrency are counted at admission in the shared counters (Redis, or the
-database); tpm and budgets are read from the ledger's rollups, which hold every finished
-request, so concurrent requests overshoot a budget only by what was in flight.
+database); tpm and budgets compare against the ledger's rollups, which hold every finished
+request (with Redis, against a copy of them kept beside the counters), so concurrent
+requests overshoot a budget only by what was in flight.
 """
 
 from __future__ import annotations
@@ -12,20 +13,22 @@ import datetime as dt
 import ipaddress
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, transaction
 
 from accounts.db_thread import run_db_step
 from accounts.keys import KeyFacts, KeyLimits
-from accounts.spending import Spending, SpendingQuestion, ask_spending
+from accounts.spending import Spending, SpendingQuestion, ask_spending, minute_seconds
 from accounts.sql_batch import Reads, read_alone
+from gateway import spending_copy
 from gateway.counters import (
     Answer,
     Ask,
     CountersUnavailable,
     SlotAsk,
+    SpentAsk,
     Window,
     WindowAsk,
     admit,
@@ -182,10 +185,6 @@ def _periods(limits: KeyLimits) -> tuple[str | None, str | None]:
     return key_period, user_period
 
 
-def _spending(key: KeyFacts, now: dt.datetime) -> Spending:
-    return read_alone(lambda reads: _ask_spending(reads, key, now))
-
-
 def _ask_spending(reads: Reads, key: KeyFacts, now: dt.datetime) -> SpendingQuestion:
     key_period, user_period = _periods(key.limits)
     return ask_spending(
@@ -264,28 +263,25 @@ def _admit_here(key: KeyFacts, now: dt.datetime, grant: Grant, ask: Ask) -> Answ
     return answer
 
 
-# --- counters in Redis: the tokens from the database, the counters from Redis ------------
+# --- counters in Redis, with the copies of the spending: one script --------------------
 
 
 async def _admit_in_redis(key: KeyFacts, now: dt.datetime, grant: Grant, ask: Ask) -> Answer:
-    """The spending (a database step) and the counters (a Redis script) asked at once: the
-    request waits for the slower of the two, not for both one after the other.
+    """The counters and the copies of the spending (gateway/spending_copy.py) in one Redis
+    script; the rollups are read only when a copy is missing, which seeds it.
 
     A refusal gives back the slots the counters took. A request the spending refuses still
-    counts in its rpm window here (the counters took it before the spending was known).
+    counts in its rpm window here (the counters took it before the spending was judged).
     """
-    spending = None
     if _reads_tokens(key.limits):
-        spending = asyncio.ensure_future(_read_tokens(key, now))
+        ask = replace(ask, spent=_spent_ask(key, now))
+    answer = await _counted(ask)
     try:
-        answer = await _counted(ask)
-    except BaseException:
-        if spending is not None:
-            _abandon(spending)
-        raise
-    try:
-        if spending is not None:
-            _judge_tokens(key.limits, await spending, grant)
+        if ask.spent is not None:
+            spent = spending_copy.spending(ask.spent, answer.spent, now)
+            if spent is None:
+                spent = await _seeded(key, now, ask.spent)
+            _judge_tokens(key.limits, spent, grant)
         _judge_counters(key.limits, answer, grant)
     except BaseException:
         # Refused, or cancelled: the slots go back first, so that a retry finds them free.
@@ -294,17 +290,34 @@ async def _admit_in_redis(key: KeyFacts, now: dt.datetime, grant: Grant, ask: As
     return answer
 
 
-async def _read_tokens(key: KeyFacts, now: dt.datetime) -> Spending:
+def _spent_ask(key: KeyFacts, now: dt.datetime) -> SpentAsk:
+    key_period, user_period = _periods(key.limits)
+    return spending_copy.ask(
+        key_id=key.id,
+        user_id=key.user_id,
+        key_period=key_period,
+        user_period=user_period,
+        minute=key.limits.tpm is not None,
+        now=now,
+    )
+
+
+async def _seeded(key: KeyFacts, now: dt.datetime, asked: SpentAsk) -> Spending:
+    """The spending read from the rollups, stored as the copies that were missing."""
     try:
-        return await run_db_step(_spending, key, now)
+        spent, seconds = await run_db_step(_spending_and_seconds, key, now)
     except DatabaseError:
         raise LimitsUnreadable() from None
+    await spending_copy.seed(asked, spent, seconds)
+    return spent
 
 
-def _abandon(read: asyncio.Future[Spending]) -> None:
-    """Cancel a read nobody will wait for; its outcome, if it comes, is dropped."""
-    read.cancel()
-    read.add_done_callback(lambda done: done.cancelled() or done.exception())
+def _spending_and_seconds(
+    key: KeyFacts, now: dt.datetime
+) -> tuple[Spending, list[tuple[int, int]]]:
+    spent = read_alone(lambda reads: _ask_spending(reads, key, now))
+    seconds = minute_seconds(key.id, now) if key.limits.tpm is not None else []
+    return spent, seconds
 
 
 def _taken(ask: Ask, answer: Answer) -> list[tuple[str, str]]:

@@ -18,7 +18,6 @@ from django.http.response import HttpResponseBase
 from accounts.keys import KeyFacts
 from accounts.models import Endpoint, UsageStatus
 from gateway.admission import Refused, Route, admit_request
-from gateway.counters import give_back, in_database
 from gateway.errors import OpenAIError, error_for_failures
 from gateway.limits import hand_over
 from gateway.logs import request_id_var
@@ -444,31 +443,18 @@ def _failed_midway(meter: UsageMeter, event: StreamFailed) -> Outcome:
 
 
 async def finish(meter: UsageMeter, outcome: Outcome) -> None:
-    """Write the one row of this request (never twice) and its log line; give its slots back.
-
-    With the counters in the database the slots go back in the row's own transaction: one
-    database step ends the request.
-    """
+    """Write the one row of this request (never twice) and its log line; its slots go back
+    with the row (gateway/row_writer.py)."""
     if meter.recorded:
         return
     meter.recorded = True
-    held = _hand_over(meter)
-    # With the counters in the database the slots go back in the row's own transaction;
-    # in Redis they go back while the row is written.
-    in_row = [holder for _scope, holder in held] if in_database() else []
-    released = None
-    if held and not in_row:
-        released = asyncio.ensure_future(give_back(held))
     try:
         # Goes on if this call is cancelled (a second cancel): the row is never lost.
-        await write_row(usage_row(meter, outcome, release=in_row))
+        await write_row(usage_row(meter, outcome, held=_hand_over(meter)))
     except asyncio.CancelledError:
         raise
     except Exception:
         logger.exception("usage row not written", extra={"key": meter.key_prefix})
-    finally:
-        if released is not None:
-            await asyncio.shield(released)
     logger.info(
         "model call",
         extra={

@@ -5,15 +5,27 @@ wait for it to end, then go together in one database step: one hop, one transact
 rollups summed. Requests that end at once (streams of one length, a burst) then cost one
 commit instead of one each, and the database thread is free sooner for the admissions
 queued behind them. Alone, a row goes at once, as it always did.
+
+With the counters in Redis, the slots the rows' requests held are then given back and the
+rows' tokens added to the copies of the spending that admission reads
+(gateway/spending_copy.py), one script for the batch, before the writers hear their rows are
+written: a request that starts after another has ended sees its tokens and its slot free.
+With the counters in the database the slots go back in the rows' own transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 
 from accounts.db_thread import run_db_step
+from gateway import spending_copy
+from gateway.counters import CountersUnavailable, in_database, store
+from gateway.counters_redis import RedisStore
 from gateway.usage import Row, record_rows
+
+logger = logging.getLogger("gateway.row_writer")
 
 MAX_ROWS = 100  # per transaction: a statement's parameters stay far below SQLite's limit
 
@@ -38,7 +50,7 @@ class _Writer:
             while self.waiting:
                 batch, self.waiting = self.waiting[:MAX_ROWS], self.waiting[MAX_ROWS:]
                 try:
-                    await run_db_step(record_rows, [row for row, _written in batch])
+                    await _write([row for row, _written in batch])
                 except BaseException as error:  # every row's writer hears of it
                     _settle(batch, error)
                     if not isinstance(error, Exception):
@@ -47,6 +59,30 @@ class _Writer:
                     _settle(batch, None)
         finally:
             self.task = None
+
+
+async def _write(rows: list[Row]) -> None:
+    written: list[Row] = []
+    try:
+        written = await run_db_step(record_rows, rows)
+    finally:
+        if not in_database():
+            await _ended_in_redis(rows, written)
+
+
+async def _ended_in_redis(rows: list[Row], written: list[Row]) -> None:
+    """Give back the slots the rows' requests held and add the tokens of the rows written to
+    the copies of the spending, in one script. If Redis cannot be reached the slots expire
+    by themselves and the copies are read from the rollups again when they expire."""
+    redis = store()
+    assert isinstance(redis, RedisStore)
+    held = [slot for row in rows for slot in row.held]
+    periods, seconds = spending_copy.increments([row.entry for row in written])
+    if held or periods:
+        try:
+            await redis.ended(held, periods, seconds)
+        except CountersUnavailable:
+            logger.warning("slots and spending not settled: Redis unavailable")
 
 
 def _settle(batch: list[tuple[Row, asyncio.Future[None]]], error: BaseException | None) -> None:

@@ -26,9 +26,10 @@ from django.utils import timezone
 from accounts.db_thread import run_in_db_thread
 from accounts.models import ApiKey, UsageLog, UsageStatus
 from accounts.pacing import AtMostEvery
-from accounts.rollups import rollup_statements
+from accounts.rollups import finished_at, rollup_statements
 from accounts.sql_batch import Statement, run_together
 from gateway import ids, usage_journal
+from gateway.counters import in_database
 from gateway.counters_db import release_statement
 from gateway.limits import Grant
 from gateway.models import Upstream
@@ -110,30 +111,40 @@ def no_usage() -> Usage:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """A finished request's ledger row, and the database slots it gives back when written."""
+    """A finished request's ledger row, and the shared slots (scope, holder) its request held.
+
+    With the counters in the database the slots go back in the row's own transaction; in
+    Redis the row writer gives them back once the row is written (gateway/row_writer.py).
+    """
 
     entry: dict[str, Any]
     key_prefix: str
-    release: Sequence[str] = ()
+    held: Sequence[tuple[str, str]] = ()
+
+    def holders_in_database(self) -> list[str]:
+        return [holder for _scope, holder in self.held] if in_database() else []
 
 
-def usage_row(meter: UsageMeter, outcome: Outcome, *, release: Sequence[str] = ()) -> Row:
+def usage_row(meter: UsageMeter, outcome: Outcome, *, held: Sequence[tuple[str, str]] = ()) -> Row:
     """The row of `meter`'s request, as it stands now (its latency ends here)."""
-    return Row(ledger_entry(meter, outcome), meter.key_prefix, tuple(release))
+    return Row(ledger_entry(meter, outcome), meter.key_prefix, tuple(held))
 
 
-def record_rows(rows: Sequence[Row]) -> None:
+def record_rows(rows: Sequence[Row]) -> list[Row]:
     """Write the rows and their rollups in one transaction, or journal them if the database
-    fails. Each row's `release` (slots held in the database's counters) goes back in it too.
+    fails; the rows written. Each row's slots held in the database's counters go back in
+    it too.
 
     Rows that cannot go together (one names an upstream deleted meanwhile) go one by one.
     """
     left = list(rows)
+    written: list[Row] = []
     try:
         if len(left) > 1 and _written_together(left):
-            left = []
+            written, left = left, []
         while left:
-            _write_alone(left[0])
+            if _write_alone(left[0]):
+                written.append(left[0])
             left.pop(0)
     except (OperationalError, InterfaceError):
         # The database is away: keep the rows not written locally until it returns.
@@ -142,31 +153,35 @@ def record_rows(rows: Sequence[Row]) -> None:
             logger.warning(
                 "database unavailable: usage row journalled", extra={"key": row.key_prefix}
             )
-        return
-    for row in rows:
+        return written
+    for row in written:
         entry = row.entry
         if entry["status"] == UsageStatus.OK and entry["upstream_id"] is not None:
             _note_upstream_ok(entry["upstream_id"])
         _note_key_used(entry["key_id"])
     if usage_journal.pending():
         usage_journal.replay(write_entry)
+    return written
 
 
-def _write_alone(row: Row) -> None:
-    """One row, the careful way. One the database refuses for what it holds is logged, and
-    the rows written with it still go; a database that is away stops them all."""
+def _write_alone(row: Row) -> bool:
+    """One row, the careful way; whether it was written. One the database refuses for what
+    it holds is logged, and the rows written with it still go; a database that is away
+    stops them all."""
     try:
-        write_entry(row.entry, fresh=True, release=row.release)
+        return write_entry(row.entry, fresh=True, release=row.holders_in_database())
     except (OperationalError, InterfaceError):
         raise
     except DatabaseError:
         logger.exception("usage row not written", extra={"key": row.key_prefix})
+        return False
 
 
 def _written_together(rows: Sequence[Row]) -> bool:
     """All the rows in one transaction; False if the database refused one of them."""
     try:
-        _insert([_fields(row.entry) for row in rows], [h for row in rows for h in row.release])
+        holders = [holder for row in rows for holder in row.holders_in_database()]
+        _insert([_fields(row.entry) for row in rows], holders)
     except (OperationalError, InterfaceError):
         raise
     except DatabaseError:
@@ -265,9 +280,7 @@ def _fields(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _insert(rows: Sequence[dict[str, Any]], release: Sequence[str]) -> None:
-    finished = [
-        (row, row["created"] + dt.timedelta(milliseconds=row["latency_ms"] or 0)) for row in rows
-    ]
+    finished = [(row, finished_at(row["created"], row["latency_ms"])) for row in rows]
     statements = [_rows_statement(rows), *rollup_statements(finished)]
     if release:
         statements.append(release_statement(sorted(release)))

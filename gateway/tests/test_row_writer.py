@@ -29,9 +29,9 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     real = usage.record_rows
 
-    def counted(rows: Sequence[Row]) -> None:
+    def counted(rows: Sequence[Row]) -> list[Row]:
         sizes.append(len(rows))
-        real(rows)
+        return real(rows)
 
     monkeypatch.setattr(row_writer, "record_rows", counted)
     return sizes
