@@ -22,19 +22,37 @@ from gateway.counters import (
     Window,
 )
 
+# The copies of the spending (gateway/spending_copy.py) are hashes: `_` is '1' once seeded
+# from the rollups, '0' while started and waiting for its seed; a period's tokens are in
+# `t`, a key's tokens per second in one field per second. Admission starts a copy that is
+# not there, then reads the rollups and seeds it: rows committed from the start on are
+# added to it, so none is missed (one committed just before may count twice, for at most
+# COPY_TTL seconds: a copy lives that long from its start, then is read again).
+COPY_TTL = 60
+
 # KEYS: the key's slots, its window, the account's slots, then the copies of the spending:
 #       the key's period, the user's period, the key's seconds.
 # ARGV: now, slot limit (-1: none), slot holder, expires_at, window limit (-1: none), window,
 #       window member, account limit (-1: none), account holder, then which copies to read:
-#       key period (1/0), user period (1/0), the minute's first second excluded (-1: none).
+#       key period (1/0), user period (1/0), the minute's first second excluded (-1: none),
+#       and how long a copy started now lives.
 # Returns {slot taken, admitted, count, reset, account slot taken, key period tokens,
-#          user period tokens, minute tokens, oldest second}; -1 for a copy not there.
+#          user period tokens, minute tokens, oldest second}; -1 for a copy not seeded.
 _ADMIT = """
+local function seeded(key)
+  if redis.call('HGET', key, '_') == '1' then return true end
+  if redis.call('HSETNX', key, '_', '0') == 1 then redis.call('EXPIRE', key, ARGV[13]) end
+  return false
+end
 local key_tokens, user_tokens, minute_tokens, oldest = -1, -1, -1, -1
-if ARGV[10] == '1' then key_tokens = tonumber(redis.call('GET', KEYS[4]) or '-1') end
-if ARGV[11] == '1' then user_tokens = tonumber(redis.call('GET', KEYS[5]) or '-1') end
+if ARGV[10] == '1' and seeded(KEYS[4]) then
+  key_tokens = tonumber(redis.call('HGET', KEYS[4], 't') or '0')
+end
+if ARGV[11] == '1' and seeded(KEYS[5]) then
+  user_tokens = tonumber(redis.call('HGET', KEYS[5], 't') or '0')
+end
 local since = tonumber(ARGV[12])
-if since >= 0 and redis.call('HEXISTS', KEYS[6], '_') == 1 then
+if since >= 0 and seeded(KEYS[6]) then
   minute_tokens = 0
   local fields = redis.call('HGETALL', KEYS[6])
   for i = 1, #fields, 2 do
@@ -90,27 +108,27 @@ end
 return reply(1, admitted, count, reset, extra)
 """
 
-# The copies of the spending are seeded from the rollups when missing and live COPY_TTL
-# seconds: then the next admission reads the rollups again, so an increment lost between
-# a seed's read and its write (or while Redis was away) is healed within a minute.
+# A seed: what was read from the rollups added to the copies started for it, once.
 # KEYS: key period, user period, the key's seconds.
-# ARGV: ttl, key period tokens (-1: not asked), user period tokens (-1), seconds (1/0),
-#       then second, tokens of each second of the minute.
+# ARGV: key period tokens (-1: not asked), user period tokens (-1), seconds (1/0), then
+#       second, tokens of each second of the minute.
 _SEED = """
-if tonumber(ARGV[2]) >= 0 then redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1], 'NX') end
-if tonumber(ARGV[3]) >= 0 then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[1], 'NX') end
-if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[3], '_') == 0 then
-  redis.call('DEL', KEYS[3])
+for i = 1, 2 do
+  if tonumber(ARGV[i]) >= 0 and redis.call('HGET', KEYS[i], '_') == '0' then
+    redis.call('HINCRBY', KEYS[i], 't', ARGV[i])
+    redis.call('HSET', KEYS[i], '_', '1')
+  end
+end
+if ARGV[3] == '1' and redis.call('HGET', KEYS[3], '_') == '0' then
+  for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1]) end
   redis.call('HSET', KEYS[3], '_', '1')
-  for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
-  redis.call('EXPIRE', KEYS[3], ARGV[1])
 end
 return 0
 """
 
 # Requests ended: their slots given back and, for their rows written, their tokens added
-# to the copies of the spending there are (a missing copy is seeded later, from rollups
-# that hold them). Neither INCRBY nor HINCRBY changes a copy's expiry.
+# to the copies of the spending there are, seeded or started (a copy not there is started
+# later and seeded from rollups that hold them). HINCRBY keeps a copy's expiry.
 # KEYS: slot sets, then period copies, then one seconds copy per (key, second).
 # ARGV: how many slots, how many period copies; the holder of each slot; the tokens of each
 #       period copy; then second, tokens for each seconds copy.
@@ -118,11 +136,11 @@ _ENDED = """
 local slots, periods = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = 1, slots do redis.call('ZREM', KEYS[i], ARGV[2 + i]) end
 for i = slots + 1, slots + periods do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], ARGV[2 + i]) end
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('HINCRBY', KEYS[i], 't', ARGV[2 + i]) end
 end
 local at = 3 + slots + periods
 for i = slots + periods + 1, #KEYS do
-  if redis.call('HEXISTS', KEYS[i], '_') == 1 then
+  if redis.call('EXISTS', KEYS[i]) == 1 then
     redis.call('HINCRBY', KEYS[i], ARGV[at], ARGV[at + 1])
   end
   at = at + 2
@@ -186,6 +204,7 @@ class RedisStore(OneStepStore):
             int(spent is not None and spent.key_period is not None),
             int(spent is not None and spent.user_period is not None),
             spent.since_second if spent is not None and spent.minute is not None else -1,
+            COPY_TTL,
         ]
         reply = await self._eval(_ADMIT, keys, args)
         taken, admitted, count, reset, extra_taken = reply[:5]
@@ -199,11 +218,10 @@ class RedisStore(OneStepStore):
         return [self._prefix + (scope or "-") for scope in scopes]
 
     async def seed_spent(
-        self, spent: SpentAsk, figures: Spent, seconds: list[tuple[int, int]], ttl: int
+        self, spent: SpentAsk, figures: Spent, seconds: list[tuple[int, int]]
     ) -> None:
-        """Store the copies of `spent` (read from the rollups), unless a copy is there."""
+        """Add what was read from the rollups to the copies of `spent` started for it."""
         args: list[Any] = [
-            ttl,
             -1 if figures.key_period is None else figures.key_period,
             -1 if figures.user_period is None else figures.user_period,
             int(spent.minute is not None),

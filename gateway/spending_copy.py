@@ -2,16 +2,18 @@
 
 Without it, every request of a key with a budget or a tokens-per-minute limit waits for a
 read of the rollups beside its Redis script (a database step, the slowest part of
-admission under load). The rollups stay the truth: a copy that is missing is seeded from
-them, every copy lives COPY_TTL seconds and is then read from them again, and rows add
-their tokens to the copies there are once they are committed.
+admission under load). The rollups stay the truth: admission starts a copy that is not
+there and seeds it with what it then reads from them; rows add their tokens to the copies
+there are (seeded or started) once they are committed; every copy lives COPY_TTL seconds
+(gateway/counters_redis.py) from its start, then is started and read again.
 
-A copy falls behind the rollups only by rows committed between a seed's read and its
-store, or while Redis could not be reached, and only until it expires. Budgets and tpm
-already let through what is in flight when they are reached; this adds at most that.
+So no committed row is missed: one committed after a copy's start is added to it, one
+before is in the read. A row committed just before the start but added after it counts
+twice until the copy expires (a budget refused a little early, never late). Rows committed
+while Redis could not be reached are missing from the copies until they expire.
 
 The copies: a key's tokens since a day (`spent:key:<id>:<day>`), a user's the same
-(`spent:user:<id>:<day>`), and a key's tokens per second (`spent:sec:<id>`, a hash).
+(`spent:user:<id>:<day>`), and a key's tokens per second (`spent:sec:<id>`).
 A day names a budget period's first day, so every period of every key is covered by the
 three days a row is counted under: its own, its month's first and 1970-01-01 ("none").
 """
@@ -30,7 +32,6 @@ from accounts.spending import Spending, minute_since, period_since
 from gateway.counters import CountersUnavailable, Spent, SpentAsk, store
 from gateway.counters_redis import RedisStore
 
-COPY_TTL = 60  # seconds a copy is trusted before it is read from the rollups again
 MINUTE = 60
 _EPOCH = dt.date(1970, 1, 1)
 
@@ -74,16 +75,16 @@ def spending(asked: SpentAsk, spent: Spent | None, now: dt.datetime) -> Spending
 
 
 async def seed(asked: SpentAsk, read: Spending, seconds: list[tuple[int, int]]) -> None:
-    """Store the copies of `asked` from what was just read from the rollups.
+    """Seed the copies of `asked` started for this read with what it read from the rollups.
 
-    A copy another admission stored meanwhile is kept; if Redis cannot be reached the next
+    A copy another admission seeded meanwhile is kept; if Redis cannot be reached the next
     admission reads the rollups again.
     """
     redis = store()
     assert isinstance(redis, RedisStore)
     figures = Spent(read.key_period_tokens, read.user_period_tokens, read.minute_tokens, None)
     try:
-        await redis.seed_spent(asked, figures, seconds, COPY_TTL)
+        await redis.seed_spent(asked, figures, seconds)
     except CountersUnavailable:
         logger.warning("spending copy not stored: Redis unavailable")
 

@@ -18,13 +18,15 @@ from django.utils import timezone
 
 from accounts.keys import KeyFacts, KeyLimits, facts_of, issue_key
 from accounts.models import ApiKey, KeyTokensSecond, UsageDaily, UsageStatus, UserLimits
-from gateway import counters, limits
+from accounts.spending import Spending
+from gateway import counters, limits, spending_copy
+from gateway.counters import Ask, Spent
+from gateway.counters_redis import COPY_TTL, RedisStore
 from gateway.limits import Grant, LimitRefusal, check_limits
 from gateway.providers.base import Usage
 from gateway.row_writer import write_row
-from gateway.spending_copy import COPY_TTL
 from gateway.testing.live_servers import redis_answers
-from gateway.usage import Outcome, UsageMeter, usage_row
+from gateway.usage import Outcome, Row, UsageMeter, usage_row
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -72,7 +74,7 @@ def _admit(key: KeyFacts, now: dt.datetime | None = None) -> Grant:
     return asyncio.run(check_limits(key, client_ip="127.0.0.1", now=now or timezone.now()))
 
 
-def _write(key: KeyFacts, tokens: int, held: Sequence[tuple[str, str] | None] = ()) -> None:
+def _row(key: KeyFacts, tokens: int, held: Sequence[tuple[str, str] | None] = ()) -> Row:
     meter = UsageMeter(
         request_id=f"req-{secrets.token_hex(4)}",
         key_id=key.id,
@@ -83,8 +85,11 @@ def _write(key: KeyFacts, tokens: int, held: Sequence[tuple[str, str] | None] = 
         stream=False,
     )
     outcome = Outcome(UsageStatus.OK, 200, Usage(tokens - 1, 1))
-    slots = [slot for slot in held if slot is not None]
-    asyncio.run(write_row(usage_row(meter, outcome, held=slots)))
+    return usage_row(meter, outcome, held=[slot for slot in held if slot is not None])
+
+
+def _write(key: KeyFacts, tokens: int, held: Sequence[tuple[str, str] | None] = ()) -> None:
+    asyncio.run(write_row(_row(key, tokens, held)))
 
 
 def test_admission_seeds_missing_copies_then_reads_them_with_rows_added(
@@ -104,12 +109,12 @@ def test_admission_seeds_missing_copies_then_reads_them_with_rows_added(
     assert first.headers["x-ratelimit-remaining-tokens"] == "970"
     assert rollup_reads == [key.id]
     day, month = now.date().isoformat(), now.date().replace(day=1).isoformat()
-    assert client.get(f"{spent}key:{key.id}:{day}") == "30"
-    assert client.get(f"{spent}user:{key.user_id}:{month}") == "30"
+    assert client.hget(f"{spent}key:{key.id}:{day}", "t") == "30"
+    assert client.hget(f"{spent}user:{key.user_id}:{month}", "t") == "30"
 
     _write(key, 25)
-    assert client.get(f"{spent}key:{key.id}:{day}") == "55"
-    assert client.get(f"{spent}user:{key.user_id}:{month}") == "55"
+    assert client.hget(f"{spent}key:{key.id}:{day}", "t") == "55"
+    assert client.hget(f"{spent}user:{key.user_id}:{month}", "t") == "55"
     second = _admit(key)
     assert second.headers["x-ratelimit-remaining-tokens"] == "945"
     assert rollup_reads == [key.id]  # read from the copies alone
@@ -123,7 +128,7 @@ def test_rows_of_a_key_with_no_copy_leave_none_and_the_seed_counts_them_once(
     _write(key, 40)
     assert list(client.scan_iter(f"{spent}*")) == []
     _admit(key)
-    assert client.get(f"{spent}key:{key.id}:1970-01-01") == "40"
+    assert client.hget(f"{spent}key:{key.id}:1970-01-01", "t") == "40"
     _write(key, 60)
     with pytest.raises(LimitRefusal) as refused:
         _admit(key)
@@ -174,3 +179,31 @@ def test_a_rows_slots_go_back_with_it(copies: tuple[redis.Redis, str]) -> None:
     assert refused.value.error.message == "Too many concurrent requests for this key."
     _write(key, 5, held=[limits.hand_over(grant)])
     assert _admit(key).slot is not None
+
+
+def test_a_row_committed_while_its_copy_is_seeded_is_counted_once(
+    copies: tuple[redis.Redis, str],
+) -> None:
+    key = _key(token_budget=1000, budget_period="month")
+    now = timezone.now()
+    asked = spending_copy.ask(
+        key_id=key.id, user_id=key.user_id, key_period="month", user_period=None,
+        minute=False, now=now,
+    )  # fmt: skip
+    store = counters.store()
+    assert isinstance(store, RedisStore)
+
+    async def run() -> tuple[Spent | None, Spent | None]:
+        first = await store.admit(Ask(spent=asked), now.timestamp())
+        # The rollups read for the seed held 100 tokens; a row of 25 is committed after
+        # that read and counted before the seed is stored.
+        await store.ended([], *spending_copy.increments([_row(key, 25).entry]))
+        await spending_copy.seed(asked, Spending(100, 0, 0, 0.0), [])
+        again = await store.admit(Ask(spent=asked), now.timestamp())
+        return first.spent, again.spent
+
+    first, again = asyncio.run(run())
+    assert first is not None
+    assert first.key_period is None  # started, not seeded yet
+    assert again is not None
+    assert again.key_period == 125
