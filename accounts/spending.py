@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import connection
@@ -56,6 +56,11 @@ def minute_since(now: dt.datetime) -> int:
     return math.floor(now.timestamp()) - MINUTE
 
 
+def minute_reset(oldest: float | None, now: dt.datetime) -> float:
+    """Seconds until the oldest of the minute's tokens (counted in second `oldest`) leave it."""
+    return max(oldest + MINUTE - now.timestamp(), 0.0) if oldest is not None else 0.0
+
+
 def minute_seconds(key_id: int, now: dt.datetime) -> list[tuple[int, int]]:
     """The key's tokens of each second of the minute of `now`, as (second, tokens)."""
     with connection.cursor() as cursor:
@@ -64,6 +69,28 @@ def minute_seconds(key_id: int, now: dt.datetime) -> list[tuple[int, int]]:
             [key_id, minute_since(now)],
         )
         return [(int(second), int(tokens)) for second, tokens in cursor.fetchall()]
+
+
+def with_minute(spent: Spending, seconds: list[tuple[int, int]], now: dt.datetime) -> Spending:
+    """`spent` with the minute's tokens, from the per-second rows `minute_seconds` read."""
+    oldest = min((second for second, _tokens in seconds), default=None)
+    return replace(
+        spent,
+        minute_tokens=sum(tokens for _second, tokens in seconds),
+        minute_reset_after=minute_reset(oldest, now),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SpendingOf:
+    """Whose tokens a key's limits compare against: the key's and its user's budget periods
+    (None: no budget; "none": a lifetime one) and, with `minute`, the key's last minute."""
+
+    key_id: int
+    user_id: int
+    key_period: str | None
+    user_period: str | None
+    minute: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,25 +108,14 @@ class SpendingQuestion:
         if self.minute is None:
             return Spending(key_tokens, user_tokens, 0, 0.0)
         minute_tokens, oldest = int(values[self.minute]), values[self.minute + 1]
-        reset = oldest + MINUTE - self.now.timestamp() if oldest is not None else 0.0
-        return Spending(key_tokens, user_tokens, minute_tokens, max(reset, 0.0))
+        return Spending(key_tokens, user_tokens, minute_tokens, minute_reset(oldest, self.now))
 
 
-def ask_spending(
-    reads: Reads,
-    *,
-    key_id: int,
-    user_id: int,
-    key_period: str | None,
-    user_period: str | None,
-    minute: bool,
-    now: dt.datetime,
-) -> SpendingQuestion:
+def ask_spending(reads: Reads, of: SpendingOf, now: dt.datetime) -> SpendingQuestion:
     """Add the spending's subqueries to `reads` (constant table names are formatted in):
     tokens of the key's and the user's current budget periods and of the last minute.
-
-    A period of None skips that question; "none" means a lifetime budget.
     """
+    key_id, user_id, key_period, user_period = of.key_id, of.user_id, of.key_period, of.user_period
     key_at = user_at = minute_at = None
     if key_period is not None:
         key_at = reads.add(
@@ -111,7 +127,7 @@ def ask_spending(
             f"SELECT COALESCE(SUM(total_tokens), 0) FROM {DAILY} WHERE user_id = %s AND day >= %s",
             [user_id, period_since(user_period, now)],
         )
-    if minute:
+    if of.minute:
         since = minute_since(now)
         minute_at = reads.add(
             f"SELECT COALESCE(SUM(tokens), 0) FROM {SECONDS} WHERE key_id = %s AND second > %s",

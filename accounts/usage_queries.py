@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from dataclasses import dataclass
 
 from django.db.models import Sum
 from django.db.models.functions import Coalesce
 
 from accounts.models import ApiKey, UsageDaily
-from accounts.spending import ask_spending, period_bounds
+from accounts.spending import SpendingOf, ask_spending, period_bounds
 from accounts.sql_batch import read_alone
 
 
@@ -43,16 +42,8 @@ def key_report(key_id: int, now: dt.datetime, *, requests_minute: int) -> dict[s
     key = ApiKey.objects.get(pk=key_id)
     totals = key_totals(key_id)
 
-    last_minute = functools.partial(
-        ask_spending,
-        key_id=key_id,
-        user_id=key.user_id,
-        key_period=None,
-        user_period=None,
-        minute=True,
-        now=now,
-    )
-    tokens_minute = read_alone(last_minute).minute_tokens
+    last_minute = SpendingOf(key_id, key.user_id, key_period=None, user_period=None, minute=True)
+    tokens_minute = read_alone(lambda reads: ask_spending(reads, last_minute, now)).minute_tokens
     bounds = period_bounds(key.budget_period, now)
     in_budget: int | None = None
     if key.token_budget is not None:

@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
+from accounts.spending import Spending
 from gateway.counters import (
     SLOT_TTL,
     Answer,
@@ -218,12 +219,12 @@ class RedisStore(OneStepStore):
         return [self._prefix + (scope or "-") for scope in scopes]
 
     async def seed_spent(
-        self, spent: SpentAsk, figures: Spent, seconds: list[tuple[int, int]]
+        self, spent: SpentAsk, read: Spending, seconds: list[tuple[int, int]]
     ) -> None:
         """Add what was read from the rollups to the copies of `spent` started for it."""
         args: list[Any] = [
-            -1 if figures.key_period is None else figures.key_period,
-            -1 if figures.user_period is None else figures.user_period,
+            read.key_period_tokens if spent.key_period is not None else -1,
+            read.user_period_tokens if spent.user_period is not None else -1,
             int(spent.minute is not None),
         ]
         for second, tokens in seconds:

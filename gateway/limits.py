@@ -20,7 +20,13 @@ from django.db import DatabaseError, transaction
 
 from accounts.db_thread import run_db_step
 from accounts.keys import KeyFacts, KeyLimits
-from accounts.spending import Spending, SpendingQuestion, ask_spending, minute_seconds
+from accounts.spending import (
+    Spending,
+    SpendingOf,
+    ask_spending,
+    minute_seconds,
+    with_minute,
+)
 from accounts.sql_batch import Reads, read_alone
 from gateway import spending_copy
 from gateway.counters import (
@@ -185,17 +191,9 @@ def _periods(limits: KeyLimits) -> tuple[str | None, str | None]:
     return key_period, user_period
 
 
-def _ask_spending(reads: Reads, key: KeyFacts, now: dt.datetime) -> SpendingQuestion:
+def _spending_of(key: KeyFacts) -> SpendingOf:
     key_period, user_period = _periods(key.limits)
-    return ask_spending(
-        reads,
-        key_id=key.id,
-        user_id=key.user_id,
-        key_period=key_period,
-        user_period=user_period,
-        minute=key.limits.tpm is not None,
-        now=now,
-    )
+    return SpendingOf(key.id, key.user_id, key_period, user_period, key.limits.tpm is not None)
 
 
 def _judge_tokens(limits: KeyLimits, spent: Spending, grant: Grant) -> None:
@@ -253,7 +251,7 @@ def _admit_here(key: KeyFacts, now: dt.datetime, grant: Grant, ask: Ask) -> Answ
     limits = key.limits
     with transaction.atomic():
         reads = Reads()
-        spent = _ask_spending(reads, key, now) if _reads_tokens(limits) else None
+        spent = ask_spending(reads, _spending_of(key), now) if _reads_tokens(limits) else None
         counters = ask_counters(reads, ask, time.time())
         values = reads.values()
         if spent is not None:
@@ -274,7 +272,7 @@ async def _admit_in_redis(key: KeyFacts, now: dt.datetime, grant: Grant, ask: As
     counts in its rpm window here (the counters took it before the spending was judged).
     """
     if _reads_tokens(key.limits):
-        ask = replace(ask, spent=_spent_ask(key, now))
+        ask = replace(ask, spent=spending_copy.ask(_spending_of(key), now))
     answer = await _counted(ask)
     try:
         if ask.spent is not None:
@@ -290,18 +288,6 @@ async def _admit_in_redis(key: KeyFacts, now: dt.datetime, grant: Grant, ask: As
     return answer
 
 
-def _spent_ask(key: KeyFacts, now: dt.datetime) -> SpentAsk:
-    key_period, user_period = _periods(key.limits)
-    return spending_copy.ask(
-        key_id=key.id,
-        user_id=key.user_id,
-        key_period=key_period,
-        user_period=user_period,
-        minute=key.limits.tpm is not None,
-        now=now,
-    )
-
-
 async def _seeded(key: KeyFacts, now: dt.datetime, asked: SpentAsk) -> Spending:
     """The spending read from the rollups, stored as the copies that were missing."""
     try:
@@ -315,9 +301,14 @@ async def _seeded(key: KeyFacts, now: dt.datetime, asked: SpentAsk) -> Spending:
 def _spending_and_seconds(
     key: KeyFacts, now: dt.datetime
 ) -> tuple[Spending, list[tuple[int, int]]]:
-    spent = read_alone(lambda reads: _ask_spending(reads, key, now))
-    seconds = minute_seconds(key.id, now) if key.limits.tpm is not None else []
-    return spent, seconds
+    """The budget periods' tokens, and the minute's second by second (read once, for both
+    the judgement and the seed)."""
+    of = _spending_of(key)
+    spent = read_alone(lambda reads: ask_spending(reads, replace(of, minute=False), now))
+    if not of.minute:
+        return spent, []
+    seconds = minute_seconds(key.id, now)
+    return with_minute(spent, seconds, now), seconds
 
 
 def _taken(ask: Ask, answer: Answer) -> list[tuple[str, str]]:

@@ -28,32 +28,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from accounts.rollups import finished_at
-from accounts.spending import Spending, minute_since, period_since
+from accounts.spending import Spending, SpendingOf, minute_reset, minute_since, period_since
 from gateway.counters import CountersUnavailable, Spent, SpentAsk, store
 from gateway.counters_redis import RedisStore
 
-MINUTE = 60
 _EPOCH = dt.date(1970, 1, 1)
 
 logger = logging.getLogger("gateway.spending_copy")
 
 
-def ask(
-    *,
-    key_id: int,
-    user_id: int,
-    key_period: str | None,
-    user_period: str | None,
-    minute: bool,
-    now: dt.datetime,
-) -> SpentAsk:
+def ask(of: SpendingOf, now: dt.datetime) -> SpentAsk:
     """The copies the limits of a key compare against at `now` (None: not needed)."""
-    return SpentAsk(
-        key_period=_key_scope(key_id, period_since(key_period, now)) if key_period else None,
-        user_period=_user_scope(user_id, period_since(user_period, now)) if user_period else None,
-        minute=_seconds_scope(key_id) if minute else None,
-        since_second=minute_since(now),
-    )
+    key_period = user_period = None
+    if of.key_period is not None:
+        key_period = _key_scope(of.key_id, period_since(of.key_period, now))
+    if of.user_period is not None:
+        user_period = _user_scope(of.user_id, period_since(of.user_period, now))
+    minute = _seconds_scope(of.key_id) if of.minute else None
+    return SpentAsk(key_period, user_period, minute, since_second=minute_since(now))
 
 
 def spending(asked: SpentAsk, spent: Spent | None, now: dt.datetime) -> Spending | None:
@@ -67,10 +59,11 @@ def spending(asked: SpentAsk, spent: Spent | None, now: dt.datetime) -> Spending
     )
     if any(scope is not None and value is None for scope, value in figures):
         return None
-    oldest = spent.oldest_second
-    reset = oldest + MINUTE - now.timestamp() if oldest is not None else 0.0
     return Spending(
-        spent.key_period or 0, spent.user_period or 0, spent.minute or 0, max(reset, 0.0)
+        spent.key_period or 0,
+        spent.user_period or 0,
+        spent.minute or 0,
+        minute_reset(spent.oldest_second, now),
     )
 
 
@@ -82,9 +75,8 @@ async def seed(asked: SpentAsk, read: Spending, seconds: list[tuple[int, int]]) 
     """
     redis = store()
     assert isinstance(redis, RedisStore)
-    figures = Spent(read.key_period_tokens, read.user_period_tokens, read.minute_tokens, None)
     try:
-        await redis.seed_spent(asked, figures, seconds)
+        await redis.seed_spent(asked, read, seconds)
     except CountersUnavailable:
         logger.warning("spending copy not stored: Redis unavailable")
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.keys import KeyFacts, KeyLimits, facts_of, issue_key
 from accounts.models import ApiKey, KeyTokensSecond, UsageDaily, UsageStatus, UserLimits
-from accounts.spending import Spending
+from accounts.spending import Spending, SpendingOf
 from gateway import counters, limits, spending_copy
 from gateway.counters import Ask, Spent
 from gateway.counters_redis import COPY_TTL, RedisStore
@@ -186,10 +186,7 @@ def test_a_row_committed_while_its_copy_is_seeded_is_counted_once(
 ) -> None:
     key = _key(token_budget=1000, budget_period="month")
     now = timezone.now()
-    asked = spending_copy.ask(
-        key_id=key.id, user_id=key.user_id, key_period="month", user_period=None,
-        minute=False, now=now,
-    )  # fmt: skip
+    asked = spending_copy.ask(SpendingOf(key.id, key.user_id, "month", None, minute=False), now)
     store = counters.store()
     assert isinstance(store, RedisStore)
 
