@@ -6,15 +6,20 @@ response close (and asks the socket of each idle one whether the server closed i
 with 64 streams in flight that walk cost more than the streams themselves. Each call goes
 to the pool with the fewest calls in flight, the first of them when there is a tie: under
 light load every call uses the first pool's warm connections.
+
+The client keeps no cookies: the upstreams authenticate by token, and a cookie one account's
+reply set must never ride on another account's call.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import lru_cache
 
 import httpx
 from django.conf import settings
+from httpx._types import CookieTypes
 
 POOLS = 16
 POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
@@ -26,7 +31,7 @@ def upstream_client() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
-        client = httpx.AsyncClient(
+        client = UpstreamClient(
             timeout=httpx.Timeout(
                 connect=settings.UPSTREAM_CONNECT_TIMEOUT,
                 # Between any two reads, the first included: time to first token can be long.
@@ -40,6 +45,34 @@ def upstream_client() -> httpx.AsyncClient:
         )
         _clients[loop] = client
     return client
+
+
+@lru_cache(maxsize=256)
+def parsed_url(url: str) -> httpx.URL:
+    """An upstream URL parsed once (httpx parses a string URL on every request)."""
+    return httpx.URL(url)
+
+
+class _NoCookies(httpx.Cookies):
+    """A jar that stays empty: Set-Cookie headers are neither parsed nor kept."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+_NO_COOKIES = _NoCookies()
+
+
+class UpstreamClient(httpx.AsyncClient):
+    """httpx's client without a cookie jar (see the module's docstring)."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: CookieTypes) -> None:
+        raise TypeError("the upstream client keeps no cookies")
 
 
 async def close_clients() -> None:

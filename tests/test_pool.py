@@ -264,6 +264,20 @@ def test_upstreams_that_all_fail_their_credentials_are_503_and_then_never_called
     assert fake.stats()["calls"] == 3
 
 
+def test_a_cookie_one_account_is_sent_never_rides_on_another_accounts_call(
+    gateway: Gateway, fake: Fake, alice_key: str, http: httpx.Client, make_upstream: MakeUpstream
+) -> None:
+    make_upstream(label="one", token="ok-cookie-one-token")
+    make_upstream(label="two", token="ok-cookie-two-token")
+    replies = [chat(gateway, alice_key, http=http, stream=n % 2 == 0) for n in range(8)]
+    assert [reply.status_code for reply in replies] == [200] * 8
+    assert set(served_by(replies)) == {"one", "two"}
+    assert all("set-cookie" not in reply.headers for reply in replies)
+    calls = [r for r in fake.stats()["requests"] if r["path"] == "/drivers/call"]
+    assert len(calls) == 8  # every answer set its account's session cookie
+    assert [r["headers"].get("cookie") for r in calls] == [None] * 8
+
+
 # --- two instances ------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from gateway.providers.base import (
 from gateway.providers.json_replies import read_json
 from gateway.providers.playback import ResultStream, collect
 from gateway.providers.upstream_lines import UpstreamEvents
+from gateway.upstream_client import parsed_url
 
 USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
@@ -110,7 +111,8 @@ def _headers(target: UpstreamTarget, *, stream: bool) -> dict[str, str]:
 async def _send(
     client: httpx.AsyncClient, target: UpstreamTarget, body: dict[str, Any]
 ) -> httpx.Response:
-    url, headers = endpoint(target, "/chat/completions"), _headers(target, stream=body["stream"])
+    url = parsed_url(endpoint(target, "/chat/completions"))
+    headers = _headers(target, stream=body["stream"])
     request = client.build_request("POST", url, content=orjson.dumps(body), headers=headers)
     return await _open(client, request)
 

@@ -37,6 +37,7 @@ from gateway.providers.puter_wire import (
     tool_call_of,
 )
 from gateway.providers.upstream_lines import UpstreamEvents
+from gateway.upstream_client import parsed_url
 
 CHAT_INTERFACE = "puter-chat-completion"
 USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
@@ -160,7 +161,7 @@ class PuterProvider:
         }
         request = client.build_request(
             "POST",
-            (target.base_url or settings.PUTER_API_BASE) + "/drivers/call",
+            parsed_url((target.base_url or settings.PUTER_API_BASE) + "/drivers/call"),
             content=orjson.dumps(body),
             headers=puter_headers(target.token, stream=stream),
         )

@@ -40,6 +40,7 @@ from gateway.providers.puter_wire import (
     is_driver_style_error,
     model_base,
 )
+from gateway.upstream_client import parsed_url
 
 DEFAULT_IMAGE_MODEL = "gpt-image-1-mini"
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -242,7 +243,7 @@ async def _send(
     }
     request = client.build_request(
         "POST",
-        (target.base_url or settings.PUTER_API_BASE) + "/drivers/call",
+        parsed_url((target.base_url or settings.PUTER_API_BASE) + "/drivers/call"),
         content=orjson.dumps(body),
         headers=puter_headers(target.token, stream=stream),
         timeout=_video_timeout() if slow else httpx.USE_CLIENT_DEFAULT,

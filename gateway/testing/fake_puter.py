@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -542,6 +543,20 @@ class Request:
 Route = Callable[[Request], Awaitable[None]]
 
 
+def with_session_cookie(send: Send, caller: Caller) -> Send:
+    """Answers set the caller's session cookie, as a login to Puter's site does. A gateway
+    that kept it would send one account's session along with another account's calls."""
+    session = hashlib.sha256(caller.token.encode()).hexdigest()[:16]
+    cookie = (b"set-cookie", f"puter_session={session}; Path=/; HttpOnly".encode())
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), cookie]}
+        await send(message)
+
+    return sending
+
+
 class FakePuter:
     """The ASGI app. `record_bodies=False` skips keeping request bodies, for benchmarks."""
 
@@ -604,6 +619,7 @@ class FakePuter:
             payload = self._accept(request, body)
             caller = classify_token(find_token(payload, request.headers))
             stats.begin_token(caller.key)
+            request = replace(request, send=with_session_cookie(request.send, caller))
             await serve_call(request, peer, stats, payload, caller)
         except ApiError as err:
             status, reply, headers = render_error(err, v1=caller is not None and caller.v1)
