@@ -190,14 +190,25 @@ async def run_db_step(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> 
     belongs on a thread, where it cannot hold up the event loop.
     """
     step = functools.partial(fn, *args, **kwargs)
-    if _calls_in_flight <= 1 and _inline_database():
-        ran, result = _run_inline(step)
-        if ran:
-            return result  # type: ignore[return-value]  # set whenever ran is True
+    ran, result = step_here(step)
+    if ran:
+        return result  # type: ignore[return-value]  # set whenever ran is True
     return await run_in_db_thread(step)
 
 
+def step_here(step: Callable[[], R]) -> tuple[bool, R | None]:
+    """(True, result) if `step` could run at once on the event loop's own connection (see
+    the module's docstring), else (False, None) without having run it."""
+    if _calls_in_flight <= 1 and _inline_database():
+        return _run_inline(step)
+    return False, None
+
+
 _calls_in_flight = 0
+
+
+def calls_in_flight() -> int:
+    return _calls_in_flight
 
 
 @contextlib.contextmanager

@@ -660,7 +660,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fast", action="store_true", help="do not record request bodies")
     options = parser.parse_args(argv)
     app.record_bodies = not options.fast
-    uvicorn.run(app, host=options.host, port=options.port, log_level="warning", lifespan="off")
+    uvicorn.run(
+        app, host=options.host, port=options.port, log_level="warning", lifespan="off",
+        access_log=False,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

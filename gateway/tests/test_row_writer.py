@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from django.db import DataError, OperationalError
+from django.db import DataError, OperationalError, connection
 from django.utils import timezone
 
+from accounts.db_thread import call_in_flight
 from accounts.models import KeyTokensSecond, UsageDaily, UsageLog, UsageStatus
 from gateway import row_writer, usage, usage_journal
 from gateway.models import Upstream
@@ -72,6 +73,28 @@ def test_a_row_alone_goes_at_once_and_later_rows_wait_for_the_write_under_way(
     asyncio.run(main())
     assert writes == [1, 5]
     assert UsageDaily.objects.get().requests == 6
+
+
+def test_the_only_calls_row_is_written_before_the_loop_turns_again(
+    meter_for: Any, writes: list[int]
+) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("rows go at once only on SQLite")
+    turned: list[str] = []
+
+    async def main() -> None:
+        with call_in_flight():
+            asyncio.get_running_loop().call_soon(turned.append, "turned")
+            await write_row(usage_row(meter_for("req-alone"), OK))
+            assert turned == []  # no task, no future: written where the call ran
+            assert writes == [1]
+            with call_in_flight():  # another call in flight: the writer's task, as before
+                await write_row(usage_row(meter_for("req-among-two"), OK))
+            assert turned == ["turned"]
+
+    asyncio.run(main())
+    assert writes == [1, 1]
+    assert UsageDaily.objects.get().requests == 2
 
 
 def test_a_row_naming_a_deleted_upstream_sends_the_rows_one_by_one(
