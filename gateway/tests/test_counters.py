@@ -11,7 +11,7 @@ import redis.asyncio
 
 from gateway.counters import SLOT_TTL, CounterStore
 from gateway.counters_db import DatabaseStore
-from gateway.counters_redis import RedisStore
+from gateway.counters_redis import RedisStore, _PackedByHiredis
 from gateway.models import Hit, Slot
 from gateway.testing.live_servers import redis_answers
 
@@ -129,3 +129,19 @@ def test_redis_counters_work_on_after_redis_forgets_their_scripts() -> None:
         return [first, second, third]
 
     assert asyncio.run(run()) == [True, True, False]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("EVALSHA", "f" * 40, 2, "c:key:1", "c:clé", 1764253456.123456, 0.1, 10**15, -3, b"raw"),
+        ("SCRIPT LOAD", "return redis.call('TIME')"),
+        (b"CLIENT SETNAME", "gateway"),
+    ],
+)
+def test_commands_packed_by_hiredis_are_the_bytes_redis_py_would_send(
+    command: tuple[object, ...],
+) -> None:
+    python_packed = redis.asyncio.Connection().pack_command(*command)  # type: ignore[arg-type]
+    hiredis_packed = _PackedByHiredis().pack_command(*command)  # type: ignore[arg-type]
+    assert b"".join(hiredis_packed) == b"".join(python_packed)
