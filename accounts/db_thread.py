@@ -28,6 +28,7 @@ import functools
 import os
 import queue
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -115,11 +116,40 @@ def _sqlite_turn() -> Iterator[None]:
     if fd is None:
         yield  # PostgreSQL; or no place for the lock file (nor the database): the step says so
         return
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    with _short_switch_interval():
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+TURN_SWITCH_INTERVAL = 0.0005
+_switching = threading.Lock()
+_short_switches = 0  # steps waiting for or holding the file's turn
+_usual_switch_interval = sys.getswitchinterval()
+
+
+@contextlib.contextmanager
+def _short_switch_interval() -> Iterator[None]:
+    """Each statement hands the interpreter lock back to a busy event loop and waits up to a
+    switch interval (5 ms) to get it again, as does the thread when its turn comes: all the
+    while holding the file's turn, which the other workers' steps wait for. The interval is
+    short while any step waits for or holds the turn (two workers on SQLite, 64 clients:
+    449-518 req/s with the usual interval, 587-628 with this)."""
+    global _short_switches, _usual_switch_interval
+    with _switching:
+        if _short_switches == 0:
+            _usual_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(TURN_SWITCH_INTERVAL)
+        _short_switches += 1
     try:
         yield
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        with _switching:
+            _short_switches -= 1
+            if _short_switches == 0:
+                sys.setswitchinterval(_usual_switch_interval)
 
 
 def _lock_fd() -> int | None:

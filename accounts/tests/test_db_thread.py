@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -17,6 +18,7 @@ from django.db import IntegrityError, connection, transaction
 
 from accounts import db_thread
 from accounts.db_thread import (
+    TURN_SWITCH_INTERVAL,
     _lock_fd,
     call_in_flight,
     run_db_step,
@@ -220,6 +222,36 @@ def test_a_step_goes_to_a_database_thread_while_another_process_has_the_turn(
     assert where.startswith("db-")  # it waited for its turn there, not on the event loop
     assert ticks >= 10
     assert list(Group.objects.values_list("name", flat=True)) == ["waited"]
+
+
+def test_a_step_waiting_for_or_holding_the_turn_has_a_short_switch_interval(
+    own_connection: None,
+) -> None:
+    _sqlite_only()
+    usual = sys.getswitchinterval()
+    other = os.open(f"{connection.settings_dict['NAME']}.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(other, fcntl.LOCK_EX)  # what another worker's step holds
+    seen: dict[str, float] = {}
+
+    def step() -> None:
+        seen["holding"] = sys.getswitchinterval()
+
+    def release() -> None:
+        seen["waiting"] = sys.getswitchinterval()
+        fcntl.flock(other, fcntl.LOCK_UN)
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_later(0.1, release)
+        with call_in_flight(), call_in_flight():
+            await asyncio.gather(run_db_step(step), run_db_step(step))
+
+    try:
+        asyncio.run(main())
+    finally:
+        os.close(other)
+    assert seen == {"waiting": TURN_SWITCH_INTERVAL, "holding": TURN_SWITCH_INTERVAL}
+    assert usual > TURN_SWITCH_INTERVAL
+    assert sys.getswitchinterval() == usual  # back once no step waits or holds
 
 
 def test_a_busy_database_sends_the_step_to_a_thread_without_a_trace_of_the_first_try(
