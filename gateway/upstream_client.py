@@ -19,7 +19,6 @@ from functools import lru_cache
 
 import httpx
 from django.conf import settings
-from httpx._types import CookieTypes
 
 POOLS = 16
 POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
@@ -71,7 +70,7 @@ class UpstreamClient(httpx.AsyncClient):
         return _NO_COOKIES
 
     @cookies.setter
-    def cookies(self, cookies: CookieTypes) -> None:
+    def cookies(self, cookies: object) -> None:
         raise TypeError("the upstream client keeps no cookies")
 
 

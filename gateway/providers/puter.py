@@ -63,6 +63,15 @@ def puter_headers(token: str, *, stream: bool) -> dict[str, str]:
     return headers
 
 
+def puter_base(target: UpstreamTarget) -> str:
+    """The upstream's own address, else Puter's."""
+    return target.base_url or settings.PUTER_API_BASE
+
+
+def drivers_call_url(target: UpstreamTarget) -> httpx.URL:
+    return parsed_url(puter_base(target) + "/drivers/call")
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     try:
         return float(response.headers["retry-after"])
@@ -102,7 +111,7 @@ class PuterProvider:
     async def list_models(
         self, client: httpx.AsyncClient, target: UpstreamTarget
     ) -> list[dict[str, Any]]:
-        base = target.base_url or settings.PUTER_API_BASE
+        base = puter_base(target)
         for path in ("/puterai/chat/models/details", "/puterai/chat/models"):
             try:
                 response = await client.get(base + path, headers=puter_headers("", stream=False))
@@ -161,7 +170,7 @@ class PuterProvider:
         }
         request = client.build_request(
             "POST",
-            parsed_url((target.base_url or settings.PUTER_API_BASE) + "/drivers/call"),
+            drivers_call_url(target),
             content=orjson.dumps(body),
             headers=puter_headers(target.token, stream=stream),
         )

@@ -32,7 +32,7 @@ from gateway.providers.media_replies import (
     media_ref,
     read_media,
 )
-from gateway.providers.puter import _retry_after, puter_headers
+from gateway.providers.puter import _retry_after, drivers_call_url, puter_base, puter_headers
 from gateway.providers.puter_wire import (
     classify,
     envelope_result,
@@ -40,7 +40,6 @@ from gateway.providers.puter_wire import (
     is_driver_style_error,
     model_base,
 )
-from gateway.upstream_client import parsed_url
 
 DEFAULT_IMAGE_MODEL = "gpt-image-1-mini"
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -172,7 +171,7 @@ class PuterMedia:
         return await read_media(client, reply, kind="video", limit=MAX_VIDEO_BYTES)
 
     async def video_models(self, client: httpx.AsyncClient, target: UpstreamTarget) -> list[str]:
-        url = (target.base_url or settings.PUTER_API_BASE) + "/puterai/video/models"
+        url = puter_base(target) + "/puterai/video/models"
         try:
             response = await client.get(url, headers=puter_headers("", stream=False))
             models = response.json().get("models") if response.status_code == 200 else None
@@ -243,7 +242,7 @@ async def _send(
     }
     request = client.build_request(
         "POST",
-        parsed_url((target.base_url or settings.PUTER_API_BASE) + "/drivers/call"),
+        drivers_call_url(target),
         content=orjson.dumps(body),
         headers=puter_headers(target.token, stream=stream),
         timeout=_video_timeout() if slow else httpx.USE_CLIENT_DEFAULT,
