@@ -4,6 +4,7 @@ targets of the performance issue beside the figures."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,28 @@ def _added_p50(run: Row, direct: Row) -> float:
     return float(_at(run, 1)["p50_ms"] - _at(direct, 1)["p50_ms"])
 
 
-def _summary_row(label: str, run: Row, bare: Row, direct: Row) -> str:
+@dataclass(frozen=True)
+class Beside:
+    """What was measured just before a configuration: the bare proxy, the shared fake it
+    calls, and the gateway's own upstream (the fake Puter, or the shared fake again)."""
+
+    bare: Row
+    direct: Row
+    upstream: Row
+
+
+def _beside(label: str, runs: dict[str, Row], pairs: dict[str, Row]) -> Beside:
+    bare = pairs.get(f"minimal-for-{label}") or runs[f"minimal-{label.rsplit('-', 1)[1]}"]
+    direct = pairs.get(f"direct-for-{label}") or runs["direct"]  # runs before they were timed
+    return Beside(bare, direct, pairs.get(f"upstream-for-{label}") or direct)
+
+
+def _summary_row(label: str, run: Row, beside: Beside, direct: Row) -> str:
+    bare = beside.bare
     cpu = _at(run, 1).get("target_cpu_ms_per_req")
     cpu_ratio = _ratio(cpu, _at(bare, 1).get("target_cpu_ms_per_req"))
-    added_ratio = _ratio(_added_p50(run, direct), _added_p50(bare, direct))
+    added = _added_p50(run, beside.upstream)
+    added_ratio = _ratio(added, _added_p50(bare, beside.direct))
     stream_ratio = _ratio(
         run["stream"].get("target_cpu_ms_per_req"), bare["stream"].get("target_cpu_ms_per_req")
     )
@@ -60,7 +79,7 @@ def _summary_row(label: str, run: Row, bare: Row, direct: Row) -> str:
     return (
         f"| {label} | {_fmt(cpu)} | {_fmt(cpu_ratio, 2, 'x')}"
         f"{_mark(cpu_ratio <= 3.0 if first and cpu_ratio else None)} | "
-        f"{_fmt(_added_p50(run, direct))} | {_fmt(added_ratio, 2, 'x')}"
+        f"{_fmt(added)} | {_fmt(added_ratio, 2, 'x')}"
         f"{_mark(added_ratio <= 2.5 if first and added_ratio else None)} | {rps:.0f} | "
         f"{_fmt(run['stream'].get('target_cpu_ms_per_req'))} | {_fmt(stream_ratio, 2, 'x')}"
         f"{_mark(stream_ratio <= 2.0 if stream_ratio else None)} | "
@@ -82,8 +101,7 @@ def print_report(out: Path) -> None:
     ]
     gateways = sorted(label for label in runs if label.startswith("gw-"))
     for label in gateways:
-        bare = pairs.get(f"minimal-for-{label}") or runs[f"minimal-{label.rsplit('-', 1)[1]}"]
-        lines.append(_summary_row(label, runs[label], bare, direct))
+        lines.append(_summary_row(label, runs[label], _beside(label, runs, pairs), direct))
     lines += _scaling(runs, gateways) + _many_streams(_load(out / "paced64")) + _memory(out)
     print("\n".join(lines))
 

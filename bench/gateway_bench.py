@@ -24,9 +24,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import direct_upstream
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("BENCH_TOOLS", ROOT.parent / "shared" / "bench"))
 PYTHON = sys.executable
+BENCH_TOKEN = "bench-token"  # the upstream account's token (the fakes take any)
 PG_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -120,7 +123,7 @@ def prepare_gateway(config: Config, var: Path, upstream_url: str) -> tuple[dict[
     label = ["--label", "bench-upstream", "--provider", config.provider]
     label += ["--base-url", upstream_url, "--max-concurrency", "100000"]
     subprocess.run(
-        [*manage, "add_upstream", *label], input="bench-token", text=True,
+        [*manage, "add_upstream", *label], input=BENCH_TOKEN, text=True,
         env=env, cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
     return env, key
@@ -173,15 +176,30 @@ def measure_bare_beside(
 ) -> None:
     """The bare proxy again, just before this configuration: the ratios compare runs a
     minute apart rather than many, since these machines' speed drifts by 10-30 %."""
-    (out / "pairs").mkdir(exist_ok=True)
     with bare_proxy(config.workers, upstream_url) as (base, pid):
         loadgen(f"minimal-for-{config.label}", base, out / "pairs", args, **FAKE_MODELS,
                 pid=str(pid), concurrency="1")  # fmt: skip
 
 
+def measure_direct_beside(
+    config: Config, out: Path, args: argparse.Namespace, upstreams: dict[str, str]
+) -> None:
+    """The upstreams alone at c=1 just before this configuration: the shared fake, which the
+    bare proxy's added latency is measured from, and the gateway's own upstream."""
+    shared = direct_upstream.openai_request(SHARED, upstreams["openai"], FAKE_MODELS["model"])
+    direct_upstream.measure(SHARED, f"direct-for-{config.label}", shared, args.duration, out)
+    if config.provider == "puter":
+        puter = direct_upstream.puter_request(
+            SHARED, upstreams["puter"], MODELS["puter"][0], BENCH_TOKEN
+        )
+        direct_upstream.measure(SHARED, f"upstream-for-{config.label}", puter, args.duration, out)
+
+
 def measure_gateway(
     config: Config, out: Path, args: argparse.Namespace, upstreams: dict[str, str]
 ) -> None:
+    (out / "pairs").mkdir(exist_ok=True)
+    measure_direct_beside(config, out / "pairs", args, upstreams)
     measure_bare_beside(config, out, args, upstreams["openai"])
     with tempfile.TemporaryDirectory(prefix="bench-var-") as var:
         env, key = prepare_gateway(config, Path(var), upstreams[config.provider])
