@@ -234,7 +234,7 @@ def main() -> None:
     options = Options(**vars(parser.parse_args()))
     if options.stop_database_at is not None and options.database != "postgres":
         parser.error("--stop-database-at needs --database postgres")
-    with serve_in_thread(FakePuter(record_bodies=False), "fake Puter") as fake_url:
+    with serve_in_thread(FakePuter(fast=True), "fake Puter") as fake_url:
         report = run(options, fake_url=fake_url)
     print(report.summary(options), flush=True)
     sys.exit(1 if report.mismatches or report.restarted else 0)

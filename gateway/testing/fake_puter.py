@@ -249,12 +249,20 @@ async def send_stream(
     pace: float,
     hang: bool,
     times: list[float] | None = None,
+    together: bool = False,
 ) -> bool:
-    """Send NDJSON lines one body message each; return False when the client left first."""
+    """Send NDJSON lines one body message each, or all in one when `together` and unpaced;
+    return False when the client left first."""
     if times is not None:
         times.clear()
     headers = [(b"content-type", NDJSON_TYPE)]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if together and not pace and lines:
+        body = b"".join(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE) for line in lines)
+        if times is not None:
+            times.extend([time.monotonic()] * len(lines))
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        lines = ()
     for index, line in enumerate(lines):
         if not await peer.pause(pace if index else 0):
             return False
@@ -280,6 +288,7 @@ class Call:
     caller: Caller
     driver: str
     base_url: str = ""  # where the caller reached the fake, for result URLs
+    lines_together: bool = False  # an unpaced stream's lines in one write (FakePuter.fast)
 
     @property
     def args(self) -> JsonDict:
@@ -405,7 +414,11 @@ async def _stream_chat(call: Call, model: FakeModel, scenario: Scenario) -> None
         lines = scenarios.stream_lines(_turn(call, model, scenario))
     pace = scenario.pace_ms / 1000
     times = call.stats.last_stream_line_times
-    if await send_stream(call.send, call.peer, lines, pace=pace, hang=scenario.hangs, times=times):
+    sent = await send_stream(
+        call.send, call.peer, lines, pace=pace, hang=scenario.hangs, times=times,
+        together=call.lines_together,
+    )  # fmt: skip
+    if sent:
         call.stats.streams_completed += 1
     else:
         call.stats.streams_disconnected += 1
@@ -491,13 +504,19 @@ def dispatch(payload: JsonDict, caller: Caller) -> tuple[Handler, str]:
 
 
 async def serve_call(
-    request: Request, peer: Peer, stats: Stats, payload: JsonDict, caller: Caller
+    request: Request,
+    peer: Peer,
+    stats: Stats,
+    payload: JsonDict,
+    caller: Caller,
+    *,
+    lines_together: bool = False,
 ) -> None:
     reject_token(caller, "bad", "crash")
     handler, driver = dispatch(payload, caller)
     reject_token(caller, "busy")
     base_url = "http://" + request.headers.get("host", "")
-    call = Call(request.send, peer, stats, payload, caller, driver, base_url)
+    call = Call(request.send, peer, stats, payload, caller, driver, base_url, lines_together)
     await handler(call)
 
 
@@ -558,10 +577,12 @@ def with_session_cookie(send: Send, caller: Caller) -> Send:
 
 
 class FakePuter:
-    """The ASGI app. `record_bodies=False` skips keeping request bodies, for benchmarks."""
+    """The ASGI app. `fast`, for benchmarks, keeps no request bodies and sends an unpaced
+    stream's lines in one write, as ../shared/bench's fake upstream sends its events (so
+    that a proxy's reads of either are alike); paced streams go line by line either way."""
 
-    def __init__(self, *, record_bodies: bool = True) -> None:
-        self.record_bodies = record_bodies
+    def __init__(self, *, fast: bool = False) -> None:
+        self.fast = fast
         self.stats = Stats()
         self._routes: dict[tuple[str, str], Route] = {
             ("POST", "/drivers/call"): self._drivers_call,
@@ -595,7 +616,7 @@ class FakePuter:
             {
                 "path": request.scope["path"],
                 "headers": redact_headers(request.headers),
-                "body": redact_body(body) if self.record_bodies else None,
+                "body": None if self.fast else redact_body(body),
             }
         )
 
@@ -620,7 +641,7 @@ class FakePuter:
             caller = classify_token(find_token(payload, request.headers))
             stats.begin_token(caller.key)
             request = replace(request, send=with_session_cookie(request.send, caller))
-            await serve_call(request, peer, stats, payload, caller)
+            await serve_call(request, peer, stats, payload, caller, lines_together=self.fast)
         except ApiError as err:
             status, reply, headers = render_error(err, v1=caller is not None and caller.v1)
             await send_json(request.send, status, reply, headers)
@@ -657,9 +678,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the fake Puter AI API.")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--fast", action="store_true", help="do not record request bodies")
+    parser.add_argument(
+        "--fast", action="store_true",
+        help="for benchmarks: keep no request bodies; an unpaced stream's lines in one write",
+    )  # fmt: skip
     options = parser.parse_args(argv)
-    app.record_bodies = not options.fast
+    app.fast = options.fast
     uvicorn.run(
         app, host=options.host, port=options.port, log_level="warning", lifespan="off",
         access_log=False,

@@ -4,7 +4,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -364,7 +364,7 @@ def test_non_stream_hang_waits_until_the_client_gives_up(client: httpx.Client) -
 
 def test_fast_mode_records_no_bodies() -> None:
     async def run() -> JsonDict:
-        transport = httpx.ASGITransport(app=FakePuter(record_bodies=False))
+        transport = httpx.ASGITransport(app=FakePuter(fast=True))
         async with httpx.AsyncClient(transport=transport, base_url="http://fake") as http:
             assert (await http.post("/drivers/call", json=call_body())).status_code == 200
             stats: JsonDict = (await http.get("/_fake/stats")).json()
@@ -372,6 +372,45 @@ def test_fast_mode_records_no_bodies() -> None:
 
     recorded = asyncio.run(run())["requests"]
     assert [(entry["path"], entry["body"]) for entry in recorded] == [("/drivers/call", None)]
+
+
+def _stream_writes(app: FakePuter, model: str) -> list[bytes]:
+    """The body messages of one stream, as the app sent them (httpx's ASGI transport would
+    join them)."""
+    request = orjson.dumps(call_body(model, stream=True))
+    scope = {"type": "http", "method": "POST", "path": "/drivers/call", "headers": [
+        (b"content-type", b"application/json"), (b"host", b"fake")]}  # fmt: skip
+    writes: list[bytes] = []
+
+    async def run() -> None:
+        sent = asyncio.Event()
+        messages = [{"type": "http.request", "body": request, "more_body": False}]
+
+        async def receive() -> JsonDict:
+            if messages:
+                return messages.pop()
+            await sent.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                writes.append(message["body"])
+
+        await app(scope, receive, send)
+        sent.set()
+
+    asyncio.run(run())
+    return writes
+
+
+def test_fast_mode_sends_an_unpaced_streams_lines_in_one_write() -> None:
+    fast = _stream_writes(FakePuter(fast=True), "gpt-4o-mini+chunks20")
+    usual = _stream_writes(FakePuter(), "gpt-4o-mini+chunks20")
+    assert len(fast) == 1
+    assert len(usual) > 20  # twenty texts, then the usage line
+    assert fast == [b"".join(usual)]
+    paced = _stream_writes(FakePuter(fast=True), "gpt-4o-mini+chunks3+pace5")
+    assert len(paced) == len(b"".join(paced).splitlines()) > 3  # paced: line by line
 
 
 def test_concurrent_calls_are_counted_per_token(client: httpx.Client) -> None:
