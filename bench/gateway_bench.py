@@ -211,6 +211,10 @@ def measure_gateway(
                 config.label, f"http://127.0.0.1:{port}/v1", out, args,
                 api_key=key, model=model, paced_model=paced, pid=str(pid),
             )  # fmt: skip
+            alternate_at_one(
+                config, out, upstreams["openai"],
+                Gateway(f"http://127.0.0.1:{port}/v1", key, model, pid),
+            )  # fmt: skip
             if config.services == "pg" and config.workers == 1:
                 # Many long streams at once: a pooled connection held per stream would starve.
                 many_paced_streams(
@@ -219,6 +223,41 @@ def measure_gateway(
                 )  # fmt: skip
             if args.memory and config == MEMORY_CONFIG:
                 measure_memory(config, port, pid, key, out)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    base_url: str
+    key: str
+    model: str
+    pid: int
+
+
+ALTERNATIONS = 3
+ALTERNATION = argparse.Namespace(duration=4.0, warmup=0.5)  # seconds per run, of warm-up
+
+
+def alternate_at_one(config: Config, out: Path, upstream_url: str, gateway: Gateway) -> None:
+    """c=1, the bare proxy and the gateway in turn, three times each: the c=1 ratios are
+    the medians' ratios. One run of each a minute apart put the machine's drift (a third
+    within minutes here) into them."""
+    folder = out / "alternations"
+    folder.mkdir(exist_ok=True)
+    with bare_proxy(config.workers, upstream_url) as (bare_url, bare_pid):
+        for turn in range(ALTERNATIONS):
+            loadgen(
+                f"minimal-for-{config.label}-{turn}",
+                bare_url,
+                folder,
+                ALTERNATION,
+                **FAKE_MODELS,
+                pid=str(bare_pid),
+                concurrency="1",
+                skip="stream,paced",
+            )
+            loadgen(f"{config.label}-{turn}", gateway.base_url, folder, ALTERNATION,
+                    api_key=gateway.key, model=gateway.model, pid=str(gateway.pid),
+                    concurrency="1", skip="stream,paced")  # fmt: skip
 
 
 def many_paced_streams(
