@@ -245,16 +245,9 @@ def alternate_at_one(config: Config, out: Path, upstream_url: str, gateway: Gate
     folder.mkdir(exist_ok=True)
     with bare_proxy(config.workers, upstream_url) as (bare_url, bare_pid):
         for turn in range(ALTERNATIONS):
-            loadgen(
-                f"minimal-for-{config.label}-{turn}",
-                bare_url,
-                folder,
-                ALTERNATION,
-                **FAKE_MODELS,
-                pid=str(bare_pid),
-                concurrency="1",
-                skip="stream,paced",
-            )
+            loadgen(f"minimal-for-{config.label}-{turn}", bare_url, folder, ALTERNATION,
+                    **FAKE_MODELS, pid=str(bare_pid), concurrency="1",
+                    skip="stream,paced")  # fmt: skip
             loadgen(f"{config.label}-{turn}", gateway.base_url, folder, ALTERNATION,
                     api_key=gateway.key, model=gateway.model, pid=str(gateway.pid),
                     concurrency="1", skip="stream,paced")  # fmt: skip
