@@ -19,7 +19,10 @@ from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlsplit
 
+import orjson
 import uvloop
+
+from gateway.providers.puter_wire import chat_args, drivers_call
 
 
 @functools.cache
@@ -40,20 +43,8 @@ def openai_request(shared: Path, base_url: str, model: str) -> tuple[str, bytes]
 
 def puter_request(shared: Path, base_url: str, model: str, token: str) -> tuple[str, bytes]:
     """The /drivers/call the gateway sends for a non-streaming chat of the same prompt."""
-    body = json.dumps(
-        {
-            "interface": "puter-chat-completion",
-            "driver": "ai-chat",
-            "method": "complete",
-            "args": {
-                "model": model,
-                "messages": [{"role": "user", "content": _loadgen(shared).PROMPT}],
-                "stream": False,
-            },
-            "auth_token": token,
-            "test_mode": False,
-        }
-    ).encode()
+    chat = {"model": model, "messages": [{"role": "user", "content": _loadgen(shared).PROMPT}]}
+    body = orjson.dumps(drivers_call("ai-chat", chat_args(chat, stream=False), token))
     head = [
         "POST /drivers/call HTTP/1.1",
         f"Host: {urlsplit(base_url).netloc}",

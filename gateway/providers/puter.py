@@ -30,6 +30,7 @@ from gateway.providers.puter_wire import (
     chat_result,
     classify,
     classify_stream_error,
+    drivers_call,
     error_details,
     is_driver_style_error,
     legacy_driver,
@@ -39,7 +40,6 @@ from gateway.providers.puter_wire import (
 from gateway.providers.upstream_lines import UpstreamEvents
 from gateway.upstream_client import parsed_url
 
-CHAT_INTERFACE = "puter-chat-completion"
 USER_AGENT = "puter-gateway/0.1 (+https://github.com/puter-gateway)"
 
 
@@ -160,18 +160,10 @@ class PuterProvider:
         *,
         stream: bool,
     ) -> httpx.Response:
-        body = {
-            "interface": CHAT_INTERFACE,
-            "driver": driver,
-            "method": "complete",
-            "args": args,
-            "auth_token": target.token,
-            "test_mode": False,
-        }
         request = client.build_request(
             "POST",
             drivers_call_url(target),
-            content=orjson.dumps(body),
+            content=orjson.dumps(drivers_call(driver, args, target.token)),
             headers=puter_headers(target.token, stream=stream),
         )
         try:

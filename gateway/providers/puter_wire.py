@@ -15,6 +15,7 @@ from gateway.providers.base import (
     Usage,
 )
 
+CHAT_INTERFACE = "puter-chat-completion"
 ZERO_UUID = "00000000-0000-0000-0000-000000000000"
 SUBSTITUTE_MODELS = frozenset({"fake", "abuse", "usage-limited"})
 AUTH_CODES = frozenset({"token_missing", "token_auth_failed", "reauth_required", "token_expired"})
@@ -106,6 +107,18 @@ def _convert_part(part: dict[str, Any], claude: bool) -> dict[str, Any]:
             "source": {"type": "base64", "media_type": media_type, "data": data},
         }
     return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def drivers_call(driver: str, args: dict[str, Any], token: str) -> dict[str, Any]:
+    """The body of a `POST /drivers/call` for a chat completion (PUTER.md B 2)."""
+    return {
+        "interface": CHAT_INTERFACE,
+        "driver": driver,
+        "method": "complete",
+        "args": args,
+        "auth_token": token,
+        "test_mode": False,
+    }
 
 
 def chat_args(request: dict[str, Any], *, stream: bool) -> dict[str, Any]:
