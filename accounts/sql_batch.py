@@ -80,15 +80,19 @@ def run_together(statements: Sequence[Statement]) -> None:
     """Run `statements` all or none (inside the caller's transaction, if there is one)."""
     db = connections[DEFAULT_DB_ALIAS]  # looked up once, not on every use of the proxy
     if db.vendor == "postgresql":
-        # Django binds parameters on the client here, so one execute may hold several.
-        sql = ";\n".join(statement for statement, _ in statements)
-        params = [value for _, values in statements for value in values]
         with db.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(*one_query(statements))
         return
     with transaction.atomic(savepoint=False), plain_cursor() as cursor:
         for statement, values in statements:
             cursor.execute(statement, values)
+
+
+def one_query(statements: Sequence[Statement]) -> tuple[str, list[Any]]:
+    """`statements` as one PostgreSQL query; its parameters are bound on the client (as
+    Django's cursors and accounts/db_on_loop.py do), so one execute may hold several."""
+    sql = ";\n".join(statement for statement, _ in statements)
+    return sql, [value for _, values in statements for value in values]
 
 
 class Reads:

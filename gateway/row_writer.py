@@ -20,11 +20,12 @@ import functools
 import logging
 import weakref
 
-from accounts.db_thread import calls_in_flight, run_db_step, step_here
-from gateway import spending_copy
+from accounts.db_on_loop import LoopStepFailed, on_loop_database, run_together_on_loop
+from accounts.db_thread import calls_in_flight, run_db_step, run_in_db_thread, step_here
+from gateway import spending_copy, usage_journal
 from gateway.counters import CountersUnavailable, in_database, store
 from gateway.counters_redis import RedisStore
-from gateway.usage import Row, record_rows
+from gateway.usage import Row, chores_after, record_rows, rows_statements
 
 logger = logging.getLogger("gateway.row_writer")
 
@@ -65,10 +66,32 @@ class _Writer:
 async def _write(rows: list[Row]) -> None:
     written: list[Row] = []
     try:
-        written = await run_db_step(record_rows, rows)
+        written = await _record(rows)
     finally:
         if not in_database():
             await _ended_in_redis(rows, written)
+
+
+async def _record(rows: list[Row]) -> list[Row]:
+    """The rows written: on PostgreSQL from the event loop itself (accounts/db_on_loop.py);
+    on SQLite, or if that failed, the careful way, where a row the database refuses goes
+    alone and rows it cannot take wait in the journal (usage.record_rows)."""
+    if on_loop_database():
+        try:
+            await run_together_on_loop(rows_statements(rows))
+        except LoopStepFailed:
+            pass  # nothing written, or all: the careful way finds out which
+        except asyncio.CancelledError:
+            # Written or not: the journal's replay writes each row once (at shutdown, say).
+            for row in rows:
+                usage_journal.append(row.entry)
+            raise
+        else:
+            chores = chores_after(rows)
+            if chores is not None:
+                await run_in_db_thread(chores)
+            return rows
+    return await run_db_step(record_rows, rows)
 
 
 async def _ended_in_redis(rows: list[Row], written: list[Row]) -> None:
@@ -92,6 +115,8 @@ def _settle(batch: list[tuple[Row, asyncio.Future[None]]], error: BaseException 
             continue
         if error is None:
             written.set_result(None)
+        elif isinstance(error, asyncio.CancelledError):
+            written.cancel()  # the loop is shutting down: no writer is left to hear of it
         else:
             written.set_exception(error)
 

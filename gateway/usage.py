@@ -7,7 +7,7 @@ import datetime as dt
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,14 +154,45 @@ def record_rows(rows: Sequence[Row]) -> list[Row]:
                 "database unavailable: usage row journalled", extra={"key": row.key_prefix}
             )
         return written
-    for row in written:
-        entry = row.entry
-        if entry["status"] == UsageStatus.OK and entry["upstream_id"] is not None:
-            _note_upstream_ok(entry["upstream_id"])
-        _note_key_used(entry["key_id"])
-    if usage_journal.pending():
-        usage_journal.replay(write_entry)
+    chores = chores_after(written)
+    if chores is not None:
+        chores()
     return written
+
+
+def rows_statements(rows: Sequence[Row]) -> list[Statement]:
+    """What writes fresh `rows` with their rollups, all or none, and gives back the slots
+    their requests held in the database's counters."""
+    holders = [holder for row in rows for holder in row.holders_in_database()]
+    return _statements([_fields(row.entry) for row in rows], holders)
+
+
+def chores_after(written: Sequence[Row]) -> Callable[[], None] | None:
+    """What is due once `written` are: the hints for people (each at most once a minute)
+    and the replay of journalled rows. None when nothing is, as after most writes."""
+    now = time.monotonic()
+    upstreams = {
+        row.entry["upstream_id"]
+        for row in written
+        if row.entry["status"] == UsageStatus.OK
+        and row.entry["upstream_id"] is not None
+        and _upstream_ok_notes.due(row.entry["upstream_id"], now)
+    }
+    keys = {row.entry["key_id"] for row in written if _key_used_notes.due(row.entry["key_id"], now)}
+    replay = usage_journal.pending()
+    if not (upstreams or keys or replay):
+        return None
+    return functools.partial(_do_chores, sorted(upstreams), sorted(keys), replay=replay)
+
+
+def _do_chores(upstreams: list[int], keys: list[int], *, replay: bool) -> None:
+    moment = timezone.now()
+    if upstreams:
+        Upstream.objects.filter(pk__in=upstreams).update(last_ok_at=moment)
+    if keys:
+        ApiKey.objects.filter(pk__in=keys).update(last_used_at=moment)
+    if replay:
+        usage_journal.replay(write_entry)
 
 
 def _write_alone(row: Row) -> bool:
@@ -280,11 +311,15 @@ def _fields(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _insert(rows: Sequence[dict[str, Any]], release: Sequence[str]) -> None:
+    run_together(_statements(rows, release))
+
+
+def _statements(rows: Sequence[dict[str, Any]], release: Sequence[str]) -> list[Statement]:
     finished = [(row, finished_at(row["created"], row["latency_ms"])) for row in rows]
     statements = [_rows_statement(rows), *rollup_statements(finished)]
     if release:
         statements.append(release_statement(sorted(release)))
-    run_together(statements)
+    return statements
 
 
 _ROW_FIELDS = [field for field in UsageLog._meta.concrete_fields if not field.primary_key]
@@ -315,13 +350,3 @@ def _rows_statement(rows: Sequence[dict[str, Any]]) -> Statement:
         for field in _ROW_FIELDS
     ]
     return _insert_rows(len(rows)), values
-
-
-def _note_key_used(key_id: int) -> None:
-    if _key_used_notes.due(key_id, time.monotonic()):
-        ApiKey.objects.filter(pk=key_id).update(last_used_at=timezone.now())
-
-
-def _note_upstream_ok(upstream_id: int) -> None:
-    if _upstream_ok_notes.due(upstream_id, time.monotonic()):
-        Upstream.objects.filter(pk=upstream_id).update(last_ok_at=timezone.now())

@@ -18,6 +18,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_application = get_asgi_application()
 
 # Imported after Django is set up: these modules use models and settings.
+from accounts.db_on_loop import close_loop_connection  # noqa: E402
 from accounts.db_thread import close_db_threads, close_inline_connection  # noqa: E402
 from gateway.handler import ApiHandler, is_api_path  # noqa: E402
 from gateway.row_writer import rows_written  # noqa: E402
@@ -52,6 +53,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
                 replayer.cancel()
             await close_clients()
             await rows_written()
+            await close_loop_connection()
             close_db_threads()
             close_inline_connection()
             await send({"type": "lifespan.shutdown.complete"})

@@ -7,12 +7,16 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import DataError, OperationalError, connection
 from django.utils import timezone
 
-from accounts.db_thread import call_in_flight
-from accounts.models import KeyTokensSecond, UsageDaily, UsageLog, UsageStatus
+from accounts import db_on_loop
+from accounts.db_on_loop import LoopStepFailed
+from accounts.db_thread import call_in_flight, run_in_db_thread
+from accounts.models import ApiKey, KeyTokensSecond, UsageDaily, UsageLog, UsageStatus
+from accounts.sql_batch import Statement
 from gateway import row_writer, usage, usage_journal
 from gateway.models import Upstream
 from gateway.providers.base import Usage
@@ -26,15 +30,21 @@ OK = Outcome(UsageStatus.OK, 200, Usage(10, 5))
 
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many rows each database step of the writer carried."""
+    """How many rows each database step of the writer carried: from the event loop
+    (PostgreSQL) or the careful way (SQLite, and whatever the loop's step could not)."""
     sizes: list[int] = []
-    real = usage.record_rows
+    careful, on_loop = usage.record_rows, usage.rows_statements
 
     def counted(rows: Sequence[Row]) -> list[Row]:
         sizes.append(len(rows))
-        return real(rows)
+        return careful(rows)
+
+    def counted_on_loop(rows: Sequence[Row]) -> list[Statement]:
+        sizes.append(len(rows))
+        return on_loop(rows)
 
     monkeypatch.setattr(row_writer, "record_rows", counted)
+    monkeypatch.setattr(row_writer, "rows_statements", counted_on_loop)
     return sizes
 
 
@@ -106,7 +116,9 @@ def test_a_row_naming_a_deleted_upstream_sends_the_rows_one_by_one(
     rows = [usage_row(meter_for("req-a"), OK), usage_row(orphan, OK)]
     upstream.delete()
     _write_all(rows)
-    assert writes == [2]  # one step: the refused transaction, then each row on its own
+    # On PostgreSQL the loop's step is refused first, then the careful one: the refused
+    # transaction, then each row on its own.
+    assert writes == ([2] if connection.vendor == "sqlite" else [2, 2])
     logged = dict(UsageLog.objects.values_list("request_id", "upstream_id"))
     assert logged == {"req-a": None, "req-orphan": None}
     assert UsageDaily.objects.get().requests == 2
@@ -118,7 +130,11 @@ def test_rows_the_database_refuses_are_journalled_each_and_replayed_once(
     def database_down(*_args: Any) -> None:
         raise OperationalError("the database is down")
 
+    async def down_from_the_loop(*_args: Any) -> None:
+        raise LoopStepFailed("OperationalError")
+
     monkeypatch.setattr(usage, "_insert", database_down)
+    monkeypatch.setattr(row_writer, "run_together_on_loop", down_from_the_loop)
     _write_all([usage_row(meter_for(f"req-{n}"), OK) for n in range(3)])
     journalled = [r for r in caplog.records if "usage row journalled" in r.getMessage()]
     assert len(journalled) == 3
@@ -172,6 +188,10 @@ def test_a_row_the_database_refuses_for_its_content_does_not_stop_the_others(
             raise DataError("value too long")
         return real(entry, **options)
 
+    async def refused_on_the_loop(*_args: Any) -> None:
+        raise LoopStepFailed("DataError")
+
+    monkeypatch.setattr(row_writer, "run_together_on_loop", refused_on_the_loop)
     monkeypatch.setattr(usage, "_written_together", lambda _rows: False)
     monkeypatch.setattr(usage, "write_entry", refuses_the_second)
     _write_all(rows)
@@ -179,3 +199,103 @@ def test_a_row_the_database_refuses_for_its_content_does_not_stop_the_others(
     refused = [r for r in caplog.records if r.getMessage() == "usage row not written"]
     assert len(refused) == 1
     assert list(usage_journal.journal_dir().glob("usage-*.jsonl")) == []
+
+
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="rows go from the event loop on PostgreSQL"
+)
+
+
+@postgresql_only
+def test_rows_go_from_the_event_loop_with_no_database_thread_in_the_way(
+    meter_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_careful_step(*_args: Any) -> None:
+        raise AssertionError("the row went to a database thread")
+
+    monkeypatch.setattr(row_writer, "run_db_step", no_careful_step)
+    rows = [usage_row(meter_for(f"req-{n}"), OK) for n in range(3)]
+
+    async def main() -> None:
+        await write_row(rows[0])
+        await asyncio.gather(*(write_row(row) for row in rows[1:]))
+
+    asyncio.run(main())
+    assert sorted(UsageLog.objects.values_list("request_id", flat=True)) == [
+        "req-0",
+        "req-1",
+        "req-2",
+    ]
+    assert UsageDaily.objects.get().requests == 3
+    # The hint for people still goes, in a database thread, once.
+    assert ApiKey.objects.get(pk=rows[0].entry["key_id"]).last_used_at is not None
+
+
+@postgresql_only
+def test_a_loop_connection_the_server_dropped_gives_way_to_a_thread_then_to_a_new_one(
+    meter_for: Any, writes: list[int]
+) -> None:
+    def drop(backend: int) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+
+    backends: list[int | None] = []
+
+    async def main() -> None:
+        for number in range(3):
+            await write_row(usage_row(meter_for(f"req-{number}"), OK))
+            own = db_on_loop._connections.get(asyncio.get_running_loop())
+            backends.append(own.info.backend_pid if own is not None else None)
+            if number == 0:
+                await run_in_db_thread(drop, backends[0])
+
+    asyncio.run(main())
+    # The second row's step on the loop failed on the dropped connection, which is gone;
+    # the careful step wrote the row; the third row's step opened a new connection.
+    assert writes == [1, 1, 1, 1]
+    assert backends[0] is not None
+    assert backends[1] is None
+    assert backends[2] not in (None, backends[0])
+    assert sorted(UsageLog.objects.values_list("request_id", flat=True)) == [
+        "req-0",
+        "req-1",
+        "req-2",
+    ]
+    assert UsageDaily.objects.get().requests == 3
+
+
+@postgresql_only
+def test_a_step_cut_short_on_the_loop_leaves_its_row_in_the_journal_written_once(
+    meter_for: Any,
+) -> None:
+    row = usage_row(meter_for("req-cut"), OK)
+    blocker = psycopg.connect(**connection.get_connection_params())
+    try:
+        # The row's rollup waits for this lock until the loop shuts down around it.
+        blocker.execute(f"LOCK TABLE {UsageDaily._meta.db_table} IN EXCLUSIVE MODE")
+
+        async def main() -> None:
+            writing = asyncio.ensure_future(write_row(row))
+            for _ in range(500):
+                if _waiting_for_a_lock(blocker):
+                    break
+                await asyncio.sleep(0.01)
+            assert not writing.done(), "the row's step never waited for the lock"
+            # Returning leaves the write under way: asyncio.run cancels it, as a shutdown.
+
+        asyncio.run(main())
+    finally:
+        blocker.close()
+    assert UsageLog.objects.count() == 0
+    assert usage_journal.replay(write_entry) == 1
+    assert usage_journal.replay(write_entry) == 0
+    assert list(UsageLog.objects.values_list("request_id", flat=True)) == ["req-cut"]
+    assert UsageDaily.objects.get().requests == 1
+
+
+def _waiting_for_a_lock(blocker: psycopg.Connection[Any]) -> bool:
+    waiting = blocker.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    ).fetchone()
+    return bool(waiting and waiting[0])
