@@ -13,6 +13,7 @@ import orjson
 import pytest
 from django.test import override_settings
 
+from accounts.db_thread import run_in_db_thread
 from accounts.models import UsageLog, UsageStatus
 from gateway.models import Upstream
 from gateway.pool import forget_pool
@@ -73,7 +74,9 @@ async def stalled_call(key: str) -> tuple[list[dict[str, Any]], int]:
 
     await asyncio.wait_for(application(scope_for(key, body), receive, send), timeout=10)
     # Counted when the application returned: the row belongs to the request's lifetime.
-    rows = await UsageLog.objects.acount()
+    # Read in a database thread: its connections are closed when the tests end (Django's own
+    # async queries would leave one open in asgiref's thread, and the test database in use).
+    rows = await run_in_db_thread(UsageLog.objects.count)
     return sent, rows
 
 
