@@ -186,13 +186,18 @@ def chores_after(written: Sequence[Row]) -> Callable[[], None] | None:
 
 
 def _do_chores(upstreams: list[int], keys: list[int], *, replay: bool) -> None:
+    """The chores; a database that fails here fails none of the rows already written: the
+    hints wait for their next minute, journalled rows for the next replay."""
     moment = timezone.now()
-    if upstreams:
-        Upstream.objects.filter(pk__in=upstreams).update(last_ok_at=moment)
-    if keys:
-        ApiKey.objects.filter(pk__in=keys).update(last_used_at=moment)
-    if replay:
-        usage_journal.replay(write_entry)
+    try:
+        if upstreams:
+            Upstream.objects.filter(pk__in=upstreams).update(last_ok_at=moment)
+        if keys:
+            ApiKey.objects.filter(pk__in=keys).update(last_used_at=moment)
+        if replay:
+            usage_journal.replay(write_entry)
+    except DatabaseError:
+        logger.warning("hints and journal replay put off: database unavailable")
 
 
 def _write_alone(row: Row) -> bool:

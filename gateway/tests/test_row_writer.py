@@ -21,7 +21,7 @@ from gateway import row_writer, usage, usage_journal
 from gateway.models import Upstream
 from gateway.providers.base import Usage
 from gateway.row_writer import rows_written, write_row
-from gateway.usage import Outcome, Row, usage_row, write_entry
+from gateway.usage import Outcome, Row, ledger_entry, usage_row, write_entry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -299,3 +299,20 @@ def _waiting_for_a_lock(blocker: psycopg.Connection[Any]) -> bool:
         " WHERE wait_event_type = 'Lock' AND datname = current_database()"
     ).fetchone()
     return bool(waiting and waiting[0])
+
+
+def test_a_replay_that_fails_after_the_rows_are_written_fails_none_of_them(
+    meter_for: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    usage_journal.append(ledger_entry(meter_for("req-journalled"), OK))
+
+    def database_gone(_write: Any) -> int:
+        raise OperationalError("the database went away after the commit")
+
+    monkeypatch.setattr(usage_journal, "replay", database_gone)
+    rows = [usage_row(meter_for(f"req-{n}"), OK) for n in range(2)]
+    _write_all(rows)  # no error reaches the writers: their rows are in
+    assert sorted(UsageLog.objects.values_list("request_id", flat=True)) == ["req-0", "req-1"]
+    assert any("journal replay put off" in r.getMessage() for r in caplog.records)
+    monkeypatch.undo()
+    assert usage_journal.replay(write_entry) == 1  # the journalled row waited for this
