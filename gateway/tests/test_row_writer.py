@@ -246,8 +246,8 @@ def test_a_loop_connection_the_server_dropped_gives_way_to_a_thread_then_to_a_ne
             await write_row(usage_row(meter_for(f"req-{number}"), OK))
             own = db_on_loop._connections.get(asyncio.get_running_loop())
             backends.append(own.info.backend_pid if own is not None else None)
-            if number == 0:
-                await run_in_db_thread(drop, backends[0])
+            if own is not None and number == 0:
+                await run_in_db_thread(drop, own.info.backend_pid)
 
     asyncio.run(main())
     # The second row's step on the loop failed on the dropped connection, which is gone;
