@@ -201,36 +201,45 @@ def measure_gateway(
     (out / "pairs").mkdir(exist_ok=True)
     measure_direct_beside(config, out / "pairs", args, upstreams)
     measure_bare_beside(config, out, args, upstreams["openai"])
+    with running_gateway(config, upstreams) as gateway:
+        paced = MODELS[config.provider][1]
+        loadgen(
+            config.label, gateway.base_url, out, args,
+            api_key=gateway.key, model=gateway.model, paced_model=paced, pid=str(gateway.pid),
+        )  # fmt: skip
+        alternate_at_one(config, out, upstreams["openai"], gateway)
+        if config.services == "pg" and config.workers == 1:
+            # Many long streams at once: a pooled connection held per stream would starve.
+            many_paced_streams(
+                config.label, gateway.base_url, out, args,
+                api_key=gateway.key, model=gateway.model, paced_model=paced,
+                pid=str(gateway.pid),
+            )  # fmt: skip
+        if args.memory and config == MEMORY_CONFIG:
+            measure_memory(config, gateway.port, gateway.pid, gateway.key, out)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    port: int
+    key: str
+    model: str
+    pid: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+@contextmanager
+def running_gateway(config: Config, upstreams: dict[str, str]) -> Iterator[Gateway]:
+    """The gateway in `config` on a fresh database, served until the block ends."""
     with tempfile.TemporaryDirectory(prefix="bench-var-") as var:
         env, key = prepare_gateway(config, Path(var), upstreams[config.provider])
         port = free_port()
         command = uvicorn("project.asgi:application", port, config.workers)
         with serve(command, port, env) as pid:
-            model, paced = MODELS[config.provider]
-            loadgen(
-                config.label, f"http://127.0.0.1:{port}/v1", out, args,
-                api_key=key, model=model, paced_model=paced, pid=str(pid),
-            )  # fmt: skip
-            alternate_at_one(
-                config, out, upstreams["openai"],
-                Gateway(f"http://127.0.0.1:{port}/v1", key, model, pid),
-            )  # fmt: skip
-            if config.services == "pg" and config.workers == 1:
-                # Many long streams at once: a pooled connection held per stream would starve.
-                many_paced_streams(
-                    config.label, f"http://127.0.0.1:{port}/v1", out, args,
-                    api_key=key, model=model, paced_model=paced, pid=str(pid),
-                )  # fmt: skip
-            if args.memory and config == MEMORY_CONFIG:
-                measure_memory(config, port, pid, key, out)
-
-
-@dataclass(frozen=True)
-class Gateway:
-    base_url: str
-    key: str
-    model: str
-    pid: int
+            yield Gateway(port, key, MODELS[config.provider][0], pid)
 
 
 ALTERNATIONS = 3
@@ -251,6 +260,22 @@ def alternate_at_one(config: Config, out: Path, upstream_url: str, gateway: Gate
             loadgen(f"{config.label}-{turn}", gateway.base_url, folder, ALTERNATION,
                     api_key=gateway.key, model=gateway.model, pid=str(gateway.pid),
                     concurrency="1", skip="stream,paced")  # fmt: skip
+
+
+def alternate_services(provider: str, workers: int, out: Path, upstreams: dict[str, str]) -> None:
+    """c=1, the gateway on SQLite and on PostgreSQL + Redis served side by side, three runs
+    of each in turn: the PostgreSQL ≤ 1.3x SQLite line compares these medians. Each
+    configuration's own alternations ran minutes apart, and the machine's drift went into
+    their ratio (1.13x-1.45x one evening; alternated side by side, 1.18x and 1.25x)."""
+    folder = out / "services"
+    folder.mkdir(exist_ok=True)
+    sqlite, pg = (Config(provider, workers, services) for services in ("sqlite", "pg"))
+    with running_gateway(sqlite, upstreams) as on_sqlite, running_gateway(pg, upstreams) as on_pg:
+        for turn in range(ALTERNATIONS):
+            for config, gateway in ((sqlite, on_sqlite), (pg, on_pg)):
+                loadgen(f"{config.label}-{turn}", gateway.base_url, folder, ALTERNATION,
+                        api_key=gateway.key, model=gateway.model, pid=str(gateway.pid),
+                        concurrency="1", skip="stream,paced")  # fmt: skip
 
 
 def many_paced_streams(
@@ -334,6 +359,11 @@ def main() -> None:
                 print(f"skipping {config.label}: psql is not installed", flush=True)
                 continue
             measure_gateway(config, out, args, upstreams)
+        for provider, workers in sorted({(c.provider, c.workers) for c in configs}):
+            if {Config(provider, workers, "sqlite"), Config(provider, workers, "pg")} <= set(
+                configs
+            ) and shutil.which("psql"):
+                alternate_services(provider, workers, out, upstreams)
     subprocess.run([PYTHON, str(SHARED / "make_table.py"), str(out)], check=True)
     from bench.bench_report import print_report
 
