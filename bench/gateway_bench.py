@@ -257,9 +257,14 @@ def alternate_at_one(config: Config, out: Path, upstream_url: str, gateway: Gate
             loadgen(f"minimal-for-{config.label}-{turn}", bare_url, folder, ALTERNATION,
                     **FAKE_MODELS, pid=str(bare_pid), concurrency="1",
                     skip="stream,paced")  # fmt: skip
-            loadgen(f"{config.label}-{turn}", gateway.base_url, folder, ALTERNATION,
-                    api_key=gateway.key, model=gateway.model, pid=str(gateway.pid),
-                    concurrency="1", skip="stream,paced")  # fmt: skip
+            gateway_at_one(f"{config.label}-{turn}", gateway, folder)
+
+
+def gateway_at_one(label: str, gateway: Gateway, folder: Path) -> None:
+    """One of the short non-streaming runs at c=1 that are alternated with others."""
+    loadgen(label, gateway.base_url, folder, ALTERNATION, api_key=gateway.key,
+            model=gateway.model, pid=str(gateway.pid), concurrency="1",
+            skip="stream,paced")  # fmt: skip
 
 
 def alternate_services(provider: str, workers: int, out: Path, upstreams: dict[str, str]) -> None:
@@ -273,9 +278,7 @@ def alternate_services(provider: str, workers: int, out: Path, upstreams: dict[s
     with running_gateway(sqlite, upstreams) as on_sqlite, running_gateway(pg, upstreams) as on_pg:
         for turn in range(ALTERNATIONS):
             for config, gateway in ((sqlite, on_sqlite), (pg, on_pg)):
-                loadgen(f"{config.label}-{turn}", gateway.base_url, folder, ALTERNATION,
-                        api_key=gateway.key, model=gateway.model, pid=str(gateway.pid),
-                        concurrency="1", skip="stream,paced")  # fmt: skip
+                gateway_at_one(f"{config.label}-{turn}", gateway, folder)
 
 
 def many_paced_streams(

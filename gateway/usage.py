@@ -216,8 +216,7 @@ def _write_alone(row: Row) -> bool:
 def _written_together(rows: Sequence[Row]) -> bool:
     """All the rows in one transaction; False if the database refused one of them."""
     try:
-        holders = [holder for row in rows for holder in row.holders_in_database()]
-        _insert([_fields(row.entry) for row in rows], holders)
+        _insert(rows_statements(rows))
     except (OperationalError, InterfaceError):
         raise
     except DatabaseError:
@@ -297,7 +296,7 @@ def write_entry(entry: dict[str, Any], *, fresh: bool = False, release: Sequence
     fields = _fields(entry)
     if fresh:
         try:
-            _insert([fields], release)  # all or nothing, one round trip where possible
+            _insert(_statements([fields], release))  # all or nothing, one round trip
             return True
         except IntegrityError:
             pass
@@ -307,7 +306,7 @@ def write_entry(entry: dict[str, Any], *, fresh: bool = False, release: Sequence
         upstream = fields["upstream_id"]
         if upstream and not Upstream.objects.filter(pk=upstream).exists():
             fields["upstream_id"] = None  # deleted while the row waited
-        _insert([fields], release)
+        _insert(_statements([fields], release))
     return True
 
 
@@ -315,8 +314,9 @@ def _fields(entry: dict[str, Any]) -> dict[str, Any]:
     return {**entry, "created": dt.datetime.fromisoformat(entry["created"])}
 
 
-def _insert(rows: Sequence[dict[str, Any]], release: Sequence[str]) -> None:
-    run_together(_statements(rows, release))
+def _insert(statements: Sequence[Statement]) -> None:
+    """Where every ledger row goes in, the careful way: all or none."""
+    run_together(statements)
 
 
 def _statements(rows: Sequence[dict[str, Any]], release: Sequence[str]) -> list[Statement]:
