@@ -14,11 +14,15 @@ reply set must never ride on another account's call.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from functools import lru_cache
 
+import httpcore
 import httpx
 from django.conf import settings
+
+from gateway.upstream_network import LoopBackend
 
 POOLS = 16
 POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
@@ -87,10 +91,7 @@ class PoolSet(httpx.AsyncBaseTransport):
     def __init__(self, count: int, limits: httpx.Limits) -> None:
         # One TLS context for all: loading the CA bundle costs tens of milliseconds each.
         tls = httpx.create_ssl_context(trust_env=False)
-        self._pools = [
-            httpx.AsyncHTTPTransport(verify=tls, limits=limits, trust_env=False)
-            for _ in range(count)
-        ]
+        self._pools = [upstream_transport(tls, limits) for _ in range(count)]
         self.in_flight = [0] * count
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -108,6 +109,21 @@ class PoolSet(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+
+def upstream_transport(tls: ssl.SSLContext, limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+    """httpx's transport, its connections on the event loop's own (gateway/upstream_network)."""
+    transport = httpx.AsyncHTTPTransport(verify=tls, limits=limits, trust_env=False)
+    # httpx builds its pool with httpcore's default network layer and takes no other; its
+    # own arguments, with ours (tests/test_upstream_network.py checks that it is the one used).
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=tls,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=LoopBackend(),
+    )
+    return transport
 
 
 class _Counted(httpx.AsyncByteStream):
