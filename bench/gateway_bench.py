@@ -267,16 +267,20 @@ def gateway_at_one(label: str, gateway: Gateway, folder: Path) -> None:
             skip="stream,paced")  # fmt: skip
 
 
+SIDE_BY_SIDE_TURNS = 7
+
+
 def alternate_services(provider: str, workers: int, out: Path, upstreams: dict[str, str]) -> None:
-    """c=1, the gateway on SQLite and on PostgreSQL + Redis served side by side, three runs
+    """c=1, the gateway on SQLite and on PostgreSQL + Redis served side by side, seven runs
     of each in turn: the PostgreSQL ≤ 1.3x SQLite line compares these medians. Each
     configuration's own alternations ran minutes apart, and the machine's drift went into
-    their ratio (1.13x-1.45x one evening; alternated side by side, 1.18x and 1.25x)."""
+    their ratio (1.13x-1.45x one evening; alternated side by side, 1.18x and 1.25x); three
+    turns side by side were still too few (1.32x and 1.59x in a slow spell)."""
     folder = out / "services"
     folder.mkdir(exist_ok=True)
     sqlite, pg = (Config(provider, workers, services) for services in ("sqlite", "pg"))
     with running_gateway(sqlite, upstreams) as on_sqlite, running_gateway(pg, upstreams) as on_pg:
-        for turn in range(ALTERNATIONS):
+        for turn in range(SIDE_BY_SIDE_TURNS):
             for config, gateway in ((sqlite, on_sqlite), (pg, on_pg)):
                 gateway_at_one(f"{config.label}-{turn}", gateway, folder)
 
