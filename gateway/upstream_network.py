@@ -22,6 +22,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Any, cast
 
 import httpcore
@@ -157,7 +158,9 @@ class LoopStream(httpcore.AsyncNetworkStream):
         self._held_size = 0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        await self._send_held(timeout)
+        # As httpcore does: what the server answered before it closed is still read.
+        with suppress(httpcore.WriteError):
+            await self._send_held(timeout)
         connection = self._connection
         if not connection.chunks and not connection.ended:
             await connection.wait_for_data(timeout)

@@ -114,6 +114,35 @@ def test_a_requests_writes_are_held_until_its_reply_is_read(run: Run) -> None:
     assert reply.endswith(b"\r\n\r\ndone")
 
 
+class AnswersAtOnce(asyncio.Protocol):
+    """Answers before any request arrives, then closes: a server turning callers away."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        writer = cast(asyncio.WriteTransport, transport)
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+        writer.close()
+
+
+@pytest.mark.parametrize("run", LOOPS)
+def test_an_answer_sent_before_the_server_closed_is_read(run: Run) -> None:
+    """The request, still held when the connection closed, cannot go: the answer is read."""
+
+    async def main() -> bytes:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(AnswersAtOnce, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            stream = await LoopBackend().connect_tcp("127.0.0.1", port, timeout=5)
+            await stream.write(b"GET / HTTP/1.1\r\n\r\n")
+            await asyncio.sleep(0.1)  # the answer and the close arrive
+            reply = await stream.read(65536, timeout=5)
+            assert await stream.read(65536, timeout=5) == b""
+            await stream.aclose()
+            return reply
+
+    assert run(main()).endswith(b"\r\n\r\nbusy")
+
+
 @pytest.mark.parametrize("run", LOOPS)
 def test_calls_one_after_another_reuse_one_connection(run: Run) -> None:
     connections = 0
