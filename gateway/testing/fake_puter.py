@@ -29,6 +29,7 @@ from gateway.testing.fake_scenarios import FakeModel, JsonDict, Scenario
 from gateway.testing.fake_scenarios import chunk_texts as chunk_texts
 from gateway.testing.fake_scenarios import expected_text as expected_text
 from gateway.testing.fake_scenarios import expected_usage as expected_usage
+from gateway.testing.one_write import OneWriteHttp
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -680,13 +681,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
         "--fast", action="store_true",
-        help="for benchmarks: keep no request bodies; an unpaced stream's lines in one write",
+        help="for benchmarks: keep no request bodies; an unpaced stream's lines in one write, "
+        "each response's head in the write of its body",
     )  # fmt: skip
     options = parser.parse_args(argv)
     app.fast = options.fast
     uvicorn.run(
         app, host=options.host, port=options.port, log_level="warning", lifespan="off",
-        access_log=False,
+        access_log=False, http=OneWriteHttp if options.fast else "auto",
     )  # fmt: skip
 
 

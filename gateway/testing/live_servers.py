@@ -41,9 +41,11 @@ def redis_answers() -> bool:
 
 
 @contextmanager
-def serve_in_thread(app: Any, name: str) -> Iterator[str]:
+def serve_in_thread(app: Any, name: str, http: Any = "auto") -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port in a thread; yield its URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", http=http
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
