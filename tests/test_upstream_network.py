@@ -50,9 +50,27 @@ async def serving(handler: Handler, tls: ssl.SSLContext | None = None) -> asynci
     return await asyncio.start_server(handler, "127.0.0.1", 0, ssl=tls)
 
 
+def port_of(server: asyncio.Server) -> int:
+    return int(server.sockets[0].getsockname()[1])
+
+
 def url_of(server: asyncio.Server, scheme: str = "http") -> str:
-    port = server.sockets[0].getsockname()[1]
-    return f"{scheme}://127.0.0.1:{port}/"
+    return f"{scheme}://127.0.0.1:{port_of(server)}/"
+
+
+class Echo:
+    """A server's handler: answers each request with `prefix` and the request's body, on
+    as many requests as the connection carries; counts its connections."""
+
+    def __init__(self, prefix: bytes) -> None:
+        self.prefix = prefix
+        self.connections = 0
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        while request := await read_request(reader):
+            writer.write(answer(self.prefix + request.rsplit(b"\r\n\r\n", 1)[1]))
+        writer.close()
 
 
 def client_with(tls: ssl.SSLContext | None = None, **timeouts: float) -> httpx.AsyncClient:
@@ -98,8 +116,7 @@ def test_a_requests_writes_are_held_until_its_reply_is_read(run: Run) -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: Recording(pieces), "127.0.0.1", 0)
         async with server:
-            port = server.sockets[0].getsockname()[1]
-            stream = await LoopBackend().connect_tcp("127.0.0.1", port, timeout=5)
+            stream = await LoopBackend().connect_tcp("127.0.0.1", port_of(server), timeout=5)
             await stream.write(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n")
             await stream.write(b"body")
             await asyncio.sleep(0.1)
@@ -131,8 +148,7 @@ def test_an_answer_sent_before_the_server_closed_is_read(run: Run) -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(AnswersAtOnce, "127.0.0.1", 0)
         async with server:
-            port = server.sockets[0].getsockname()[1]
-            stream = await LoopBackend().connect_tcp("127.0.0.1", port, timeout=5)
+            stream = await LoopBackend().connect_tcp("127.0.0.1", port_of(server), timeout=5)
             await stream.write(b"GET / HTTP/1.1\r\n\r\n")
             await asyncio.sleep(0.1)  # the answer and the close arrive
             reply = await stream.read(65536, timeout=5)
@@ -145,24 +161,17 @@ def test_an_answer_sent_before_the_server_closed_is_read(run: Run) -> None:
 
 @pytest.mark.parametrize("run", LOOPS)
 def test_calls_one_after_another_reuse_one_connection(run: Run) -> None:
-    connections = 0
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        while request := await read_request(reader):
-            writer.write(answer(b"ok:" + request.rsplit(b"\r\n\r\n", 1)[1]))
-        writer.close()
+    echo = Echo(b"ok:")
 
     async def main() -> list[str]:
-        server = await serving(handler)
+        server = await serving(echo)
         async with server, client_with() as client:
             return [
                 (await client.post(url_of(server), content=b"call %d" % n)).text for n in range(3)
             ]
 
     assert run(main()) == ["ok:call 0", "ok:call 1", "ok:call 2"]
-    assert connections == 1
+    assert echo.connections == 1
 
 
 @pytest.mark.parametrize("run", LOOPS)
@@ -294,23 +303,23 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
-@pytest.mark.parametrize("run", LOOPS)
-def test_tls_through_the_loops_own_handshake(run: Run, certificate: tuple[Path, Path]) -> None:
-    cert_file, key_file = certificate
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert_file, key_file)
-    trusting = ssl.create_default_context(cafile=str(cert_file))
-    connections = 0
+@pytest.fixture(scope="module")
+def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    """The TLS context of a server holding that certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(*certificate)
+    return context
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        while request := await read_request(reader):
-            writer.write(answer(b"secret:" + request.rsplit(b"\r\n\r\n", 1)[1]))
-        writer.close()
+
+@pytest.mark.parametrize("run", LOOPS)
+def test_tls_through_the_loops_own_handshake(
+    run: Run, certificate: tuple[Path, Path], server_tls: ssl.SSLContext
+) -> None:
+    trusting = ssl.create_default_context(cafile=str(certificate[0]))
+    echo = Echo(b"secret:")
 
     async def main() -> tuple[list[str], bool]:
-        server = await serving(handler, server_tls)
+        server = await serving(echo, server_tls)
         async with server, client_with(trusting) as client:
             texts = []
             for n in range(2):
@@ -320,17 +329,11 @@ def test_tls_through_the_loops_own_handshake(run: Run, certificate: tuple[Path, 
             return texts, encrypted
 
     assert run(main()) == (["secret:0", "secret:1"], True)
-    assert connections == 1
+    assert echo.connections == 1
 
 
 @pytest.mark.parametrize("run", LOOPS)
-def test_a_certificate_not_trusted_is_a_connect_error(
-    run: Run, certificate: tuple[Path, Path]
-) -> None:
-    cert_file, key_file = certificate
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert_file, key_file)
-
+def test_a_certificate_not_trusted_is_a_connect_error(run: Run, server_tls: ssl.SSLContext) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
         writer.close()
