@@ -24,6 +24,7 @@ from gateway.handler import ApiHandler, is_api_path  # noqa: E402
 from gateway.row_writer import rows_written  # noqa: E402
 from gateway.upstream_client import close_clients  # noqa: E402
 from gateway.usage import replay_journal, replay_journal_forever  # noqa: E402
+from project.process_start import settle_process  # noqa: E402
 
 api_application = ApiHandler()
 
@@ -47,6 +48,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
             # Rows a previous process journalled while the database was down.
             await sync_to_async(replay_journal)()
             replayer = asyncio.get_running_loop().create_task(replay_journal_forever())
+            settle_process()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             if replayer is not None:
