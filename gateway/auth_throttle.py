@@ -81,20 +81,45 @@ async def refuse_if_throttled(ip: str) -> None:
 
 # An address's count in Redis is read at most once a second per process: reading it before
 # every call cost a round trip per request. Failures counted here are seen at once (they
-# drop the copy); those counted by other workers, within the second.
+# drop the copy); those counted by other workers, within the second. Calls that arrive
+# together once the copy is stale (a burst of streams) wait for one read, not one each.
 SHARED_FRESH = 1.0
 _shared_seen: dict[str, tuple[float, float]] = {}  # scope -> (read at, wait then)
+_shared_reads: dict[str, asyncio.Task[float]] = {}  # scope -> the read under way
 
 
 async def _shared_wait(scope: str, limit: int, now: float) -> float:
     seen = _shared_seen.get(scope)
     if seen is not None and now - seen[0] < SHARED_FRESH:
         return max(seen[1] - (now - seen[0]), 0.0)
-    wait = await _redis_wait(scope, limit)
-    if len(_shared_seen) >= _MEMORY_ADDRESSES:
-        _shared_seen.clear()
-    _shared_seen[scope] = (now, wait)
+    loop = asyncio.get_running_loop()
+    read = _shared_reads.get(scope)
+    if read is None or read.get_loop() is not loop:
+        read = _shared_reads[scope] = loop.create_task(_read_shared(scope, limit, now))
+        read.add_done_callback(_retrieve)
+    # Shielded: a caller that goes away does not cancel the read the others wait for.
+    return await asyncio.shield(read)
+
+
+async def _read_shared(scope: str, limit: int, now: float) -> float:
+    try:
+        wait = await _redis_wait(scope, limit)
+    finally:
+        # A failure noted meanwhile dropped this read: its count may predate that failure.
+        kept = _shared_reads.get(scope) is asyncio.current_task()
+        if kept:
+            del _shared_reads[scope]
+    if kept:
+        if len(_shared_seen) >= _MEMORY_ADDRESSES:
+            _shared_seen.clear()
+        _shared_seen[scope] = (now, wait)
     return wait
+
+
+def _retrieve(read: asyncio.Task[float]) -> None:
+    """Mark a failed read's error as seen when every caller has gone (each logs its own)."""
+    if not read.cancelled():
+        read.exception()
 
 
 async def note_auth_failure(ip: str) -> None:
@@ -104,6 +129,7 @@ async def note_auth_failure(ip: str) -> None:
         return
     scope = client_scope(ip)
     _shared_seen.pop(scope, None)
+    _shared_reads.pop(scope, None)
     if settings.REDIS_URL:
         try:
             await _redis_client().eval(_NOTE, 1, _redis_key(scope), WINDOW)
@@ -173,3 +199,4 @@ def forget_failures() -> None:
     """Start every in-memory window afresh (tests)."""
     _failures.clear()
     _shared_seen.clear()
+    _shared_reads.clear()

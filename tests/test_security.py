@@ -151,6 +151,74 @@ def test_failures_counted_by_other_workers_are_seen_within_a_second() -> None:
         auth_throttle.forget_failures()
 
 
+@pytest.mark.skipif(not redis_answers(), reason="Redis does not answer")
+def test_calls_arriving_together_share_one_read_of_the_shared_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    reads: list[str] = []
+    read_from_redis = auth_throttle._redis_wait
+
+    async def counted(scope: str, limit: int) -> float:
+        reads.append(scope)
+        return await read_from_redis(scope, limit)
+
+    monkeypatch.setattr(auth_throttle, "_redis_wait", counted)
+
+    async def burst() -> None:
+        await asyncio.gather(*(auth_throttle.refuse_if_throttled("192.0.2.78") for _ in range(20)))
+
+    auth_throttle.forget_failures()
+    try:
+        with override_settings(
+            REDIS_URL=url, REDIS_KEY_PREFIX=f"test-throttle-{secrets.token_hex(4)}"
+        ):
+            asyncio.run(burst())
+    finally:
+        auth_throttle.forget_failures()
+    assert reads == ["192.0.2.78"]
+
+
+@pytest.mark.skipif(not redis_answers(), reason="Redis does not answer")
+def test_a_failure_noted_while_the_count_is_read_is_not_hidden_by_that_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    address = "192.0.2.79"
+    read_from_redis = auth_throttle._redis_wait
+    noted = asyncio.Event()
+
+    async def slow(scope: str, limit: int) -> float:
+        wait = await read_from_redis(scope, limit)
+        await noted.wait()  # the failure is counted after this read, before it returns
+        return wait
+
+    async def refused() -> bool:
+        try:
+            await auth_throttle.refuse_if_throttled(address)
+        except OpenAIError:
+            return True
+        return False
+
+    async def run() -> list[bool]:
+        reading = asyncio.ensure_future(refused())
+        await asyncio.sleep(0.05)  # the read has been answered and is held
+        monkeypatch.setattr(auth_throttle, "_redis_wait", read_from_redis)
+        await auth_throttle.note_auth_failure(address)
+        noted.set()
+        return [await reading, await refused()]
+
+    monkeypatch.setattr(auth_throttle, "_redis_wait", slow)
+    auth_throttle.forget_failures()
+    try:
+        prefix = f"test-throttle-{secrets.token_hex(4)}"
+        with override_settings(REDIS_URL=url, REDIS_KEY_PREFIX=prefix, AUTH_FAILURES_PER_MINUTE=1):
+            # The call in flight read the count before the failure; the next one sees it.
+            assert asyncio.run(run()) == [False, True]
+    finally:
+        auth_throttle.forget_failures()
+
+
 # --- rotate_encryption_key -------------------------------------------------------------
 
 
