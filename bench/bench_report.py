@@ -149,6 +149,13 @@ def _scaling(
     side_by_side: dict[str, Row],
 ) -> list[str]:
     lines = ["\n### Scaling and services\n"]
+    if {"minimal-1w", "minimal-2w"} <= runs.keys():
+        # What this machine allows: the floor's own gain, with the fake and the load generator
+        # on the same two cores.
+        gain = _best_rps(runs["minimal-2w"]) / _best_rps(runs["minimal-1w"])
+        lines.append(
+            f"- minimal-2w (the bare proxy, for reference): {gain:.2f}x the req/s of one worker"
+        )
     for label in gateways:
         if label.endswith("-2w") and label.replace("-2w", "-1w") in runs:
             gain = _best_rps(runs[label]) / _best_rps(runs[label.replace("-2w", "-1w")])

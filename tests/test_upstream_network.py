@@ -175,6 +175,39 @@ def test_calls_one_after_another_reuse_one_connection(run: Run) -> None:
 
 
 @pytest.mark.parametrize("run", LOOPS)
+def test_a_connection_past_the_keep_alive_limit_is_closed_when_its_call_ends(run: Run) -> None:
+    opened: list[int] = []
+    ended: list[int] = []  # the connections whose client closed them
+    both_open = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.append(len(opened))
+        number = opened[-1]
+        if len(opened) == 2:
+            both_open.set()
+        while await read_request(reader):
+            await both_open.wait()  # the two calls are in flight at once, on two connections
+            writer.write(answer(b"ok"))
+        ended.append(number)
+        writer.close()
+
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=1)
+
+    async def main() -> tuple[list[str], int]:
+        server = await serving(handler)
+        transport = upstream_transport(httpx.create_ssl_context(), limits)
+        async with server, httpx.AsyncClient(transport=transport) as client:
+            replies = await asyncio.gather(*(client.get(url_of(server)) for _ in range(2)))
+            for _ in range(20):  # the close reaches the server a moment later
+                await asyncio.sleep(0.01)
+            # Before the client's own close: one kept for the next call, the other closed.
+            return [reply.text for reply in replies], len(ended)
+
+    assert run(main()) == (["ok", "ok"], 1)
+    assert len(opened) == 2
+
+
+@pytest.mark.parametrize("run", LOOPS)
 def test_large_bodies_both_ways(run: Run) -> None:
     """A body past what is held for one write goes out at once; a reply larger than the
     read buffer pauses the socket and resumes it as it is read."""
