@@ -117,30 +117,36 @@ def test_memory_for_addresses_is_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     auth_throttle.forget_failures()
 
 
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+async def refused(address: str) -> bool:
+    """Whether the throttle turns a call from `address` away."""
+    try:
+        await auth_throttle.refuse_if_throttled(address)
+    except OpenAIError:
+        return True
+    return False
+
+
 @pytest.mark.skipif(not redis_answers(), reason="Redis does not answer")
 def test_failures_counted_by_other_workers_are_seen_within_a_second() -> None:
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    url = redis_url()
     prefix = f"test-throttle-{secrets.token_hex(4)}"
     address, key = "192.0.2.77", f"{prefix}:authfail:192.0.2.77"
 
-    async def refused() -> bool:
-        try:
-            await auth_throttle.refuse_if_throttled(address)
-        except OpenAIError:
-            return True
-        return False
-
     async def run() -> list[bool]:
-        seen = [await refused()]  # clean: read from Redis, and remembered
+        seen = [await refused(address)]  # clean: read from Redis, and remembered
         shared = redis.asyncio.Redis.from_url(url)
         await shared.set(key, LIMIT, ex=60)  # other workers counted the failures
-        seen.append(await refused())  # this worker's copy is still fresh
+        seen.append(await refused(address))  # this worker's copy is still fresh
         await asyncio.sleep(auth_throttle.SHARED_FRESH + 0.1)
-        seen.append(await refused())
+        seen.append(await refused(address))
         await shared.delete(key)
         await shared.aclose()
         await auth_throttle.note_auth_failure(address)  # counted here: seen at once
-        seen.append(await refused())
+        seen.append(await refused(address))
         return seen
 
     auth_throttle.forget_failures()
@@ -155,7 +161,7 @@ def test_failures_counted_by_other_workers_are_seen_within_a_second() -> None:
 def test_calls_arriving_together_share_one_read_of_the_shared_count(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    url = redis_url()
     reads: list[str] = []
     read_from_redis = auth_throttle._redis_wait
 
@@ -183,7 +189,7 @@ def test_calls_arriving_together_share_one_read_of_the_shared_count(
 def test_a_failure_noted_while_the_count_is_read_is_not_hidden_by_that_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    url = redis_url()
     address = "192.0.2.79"
     read_from_redis = auth_throttle._redis_wait
     noted = asyncio.Event()
@@ -193,20 +199,13 @@ def test_a_failure_noted_while_the_count_is_read_is_not_hidden_by_that_read(
         await noted.wait()  # the failure is counted after this read, before it returns
         return wait
 
-    async def refused() -> bool:
-        try:
-            await auth_throttle.refuse_if_throttled(address)
-        except OpenAIError:
-            return True
-        return False
-
     async def run() -> list[bool]:
-        reading = asyncio.ensure_future(refused())
+        reading = asyncio.ensure_future(refused(address))
         await asyncio.sleep(0.05)  # the read has been answered and is held
         monkeypatch.setattr(auth_throttle, "_redis_wait", read_from_redis)
         await auth_throttle.note_auth_failure(address)
         noted.set()
-        return [await reading, await refused()]
+        return [await reading, await refused(address)]
 
     monkeypatch.setattr(auth_throttle, "_redis_wait", slow)
     auth_throttle.forget_failures()
