@@ -22,6 +22,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from gateway.errors import OpenAIError
+from gateway.redis_clients import redis_client
 
 logger = logging.getLogger("gateway.auth")
 
@@ -188,9 +189,7 @@ def _redis_client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0
-        )
+        client = redis_client(settings.REDIS_URL, timeout=1.0)
         _clients[loop] = client
     return client
 

@@ -24,6 +24,7 @@ from gateway.counters import (
     SpentAsk,
     Window,
 )
+from gateway.redis_clients import redis_client
 
 # The copies of the spending (gateway/spending_copy.py) are hashes: `_` is '1' once seeded
 # from the rollups, '0' while started and waiting for its seed; a period's tokens are in
@@ -179,10 +180,9 @@ class RedisStore(OneStepStore):
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = aioredis.Redis.from_url(
+            client = redis_client(
                 self._url,
-                socket_timeout=1.0,
-                socket_connect_timeout=1.0,
+                timeout=1.0,
                 connection_class=_PackedByHiredis,  # rediss:// and unix:// keep their own
             )
             self._clients[loop] = client

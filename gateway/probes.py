@@ -9,7 +9,6 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_safe
@@ -19,6 +18,7 @@ from gateway.auth_throttle import note_auth_failure, refuse_if_throttled
 from gateway.errors import OpenAIError
 from gateway.metrics import UpstreamSnapshot, exposition
 from gateway.models import Upstream, UpstreamState
+from gateway.redis_clients import redis_client
 
 logger = logging.getLogger("gateway.probes")
 T = TypeVar("T")
@@ -73,7 +73,7 @@ def check_database_and_pool() -> tuple[str, str]:
 
 
 async def check_redis(url: str) -> str:
-    client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    client = redis_client(url, timeout=2.0)
     try:
         await client.ping()
     except Exception as exc:  # any failure means "not ready"
