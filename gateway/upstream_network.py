@@ -18,6 +18,7 @@ instead of waking twice.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from collections import deque
@@ -156,11 +157,13 @@ class LoopStream(httpcore.AsyncNetworkStream):
         self._connection = connection
         self._held: list[bytes] = []
         self._held_size = 0
+        self._answered = False  # a reply was read since the last request's first write
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         # As httpcore does: what the server answered before it closed is still read.
         with suppress(httpcore.WriteError):
             await self._send_held(timeout)
+        self._answered = True
         connection = self._connection
         if not connection.chunks and not connection.ended:
             await connection.wait_for_data(timeout)
@@ -173,6 +176,12 @@ class LoopStream(httpcore.AsyncNetworkStream):
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
+        if self._answered:  # a request's first bytes, on a connection that was idle
+            self._answered = False
+            if self._closed_while_idle():
+                # Nothing of the request was sent: httpcore's pool sends it on another
+                # connection (a 502 otherwise, and the upstream marked as failing).
+                raise httpcore.ConnectionNotAvailable()
         if self._connection.ended or self._transport.is_closing():
             raise httpcore.WriteError("the connection is closed")
         self._held.append(buffer)
@@ -190,6 +199,23 @@ class LoopStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError("the connection is closed")
         self._transport.write(data)
         await self._connection.drain(timeout)
+
+    def _closed_while_idle(self) -> bool:
+        """Whether the server closed the idle connection (its keep-alive timeout, say), or
+        wrote on it unasked. The socket itself is asked too: a busy loop may not yet have
+        read a close that is already there."""
+        connection = self._connection
+        if connection.ended or connection.chunks or self._transport.is_closing():
+            return True
+        sock = self._transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        poller = select.poll()
+        try:
+            poller.register(sock.fileno(), select.POLLIN)
+        except ValueError:  # no longer a socket
+            return True
+        return bool(poller.poll(0))
 
     async def aclose(self) -> None:
         self._held.clear()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -255,6 +257,62 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(
 
     assert run(main()) == ["once", "once"]
     assert connections == 2
+
+
+def read_blocking(connection: socket.socket) -> bytes:
+    """One request's body from a blocking socket (the request carries a Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += connection.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += connection.recv(65536)
+    return body
+
+
+@pytest.mark.parametrize("run", LOOPS)
+def test_a_close_the_busy_loop_has_not_yet_read_sends_the_call_on_another_connection(
+    run: Run,
+) -> None:
+    """The server closed the idle connection (its keep-alive timeout, say) and its close is
+    in the socket, but the loop, busy, has not read it: the call goes on a new connection
+    instead of failing. Nothing of it was sent on the closed one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    close_now = threading.Event()
+    bodies: list[bytes] = []
+
+    def serve() -> None:  # in a thread of its own: it closes while the client's loop is busy
+        for _ in range(2):
+            connection, _address = listener.accept()
+            with connection:
+                bodies.append(read_blocking(connection))
+                connection.sendall(answer(b"once"))  # keep-alive by default
+                close_now.wait(5)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+
+    async def main() -> list[str]:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+        async with client_with() as client:
+            first = (await client.post(url, content=b"first")).text
+            close_now.set()
+            time.sleep(0.1)  # noqa: ASYNC251  # the loop is busy: the close arrives, unread
+            return [first, (await client.post(url, content=b"second")).text]
+
+    try:
+        assert run(main()) == ["once", "once"]
+    finally:
+        close_now.set()
+        server.join(5)
+        listener.close()
+    assert bodies == [b"first", b"second"]
 
 
 @pytest.mark.parametrize("run", LOOPS)
