@@ -3,8 +3,9 @@
 redis-py names itself to the server on each new connection (CLIENT SETINFO, seen in CLIENT
 LIST) and, unless given its name and version, reads its version from the installed
 package's metadata for every connection it opens: 0.8-1.0 ms of CPU each, on the event loop.
-A burst of requests grows a pool by tens of connections at once (64 streams starting
-together opened 48), so that read is made once per process here.
+A burst of calls grows a pool by a connection for each call beyond those it holds (64 at
+once on a cold pool: 64 reads, and 106 ms for the burst against 55 with the read made
+once), so that read is made once per process here.
 """
 
 from __future__ import annotations

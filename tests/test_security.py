@@ -23,7 +23,7 @@ from django.test import override_settings
 from gateway import auth_throttle
 from gateway.errors import OpenAIError
 from gateway.models import Upstream
-from gateway.testing.live_servers import redis_answers
+from gateway.testing.live_servers import redis_answers, redis_url
 from tests.conftest import BASE_DIR, Fake, Gateway, start_gateway
 
 LIMIT = 3
@@ -115,10 +115,6 @@ def test_memory_for_addresses_is_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(auth_throttle._failures) == 10
     assert "192.0.2.24" in auth_throttle._failures
     auth_throttle.forget_failures()
-
-
-def redis_url() -> str:
-    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 async def refused(address: str) -> bool:

@@ -40,6 +40,11 @@ def redis_answers() -> bool:
     return True
 
 
+def redis_url() -> str:
+    """The Redis the tests use: REDIS_URL's, else the machine's own."""
+    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
 @contextmanager
 def serve_in_thread(app: Any, name: str, http: Any = "auto") -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port in a thread; yield its URL."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
+from collections.abc import Callable
 
 import pytest
 import redis.asyncio
@@ -14,7 +14,7 @@ from gateway.counters import SLOT_TTL, CounterStore
 from gateway.counters_db import DatabaseStore
 from gateway.counters_redis import RedisStore, _PackedByHiredis
 from gateway.models import Hit, Slot
-from gateway.testing.live_servers import redis_answers
+from gateway.testing.live_servers import redis_answers, redis_url
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,8 +24,7 @@ STORES = ["database"] + (["redis"] if redis_answers() else [])
 
 def make_store(kind: str) -> CounterStore:
     if kind == "redis":
-        url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-        return RedisStore(url, f"test-{secrets.token_hex(4)}")
+        return RedisStore(redis_url(), f"test-{secrets.token_hex(4)}")
     return DatabaseStore()
 
 
@@ -121,8 +120,7 @@ def test_redis_counters_work_on_after_redis_forgets_their_scripts() -> None:
     async def run() -> list[bool]:
         now = 6_000_000.0
         first = await store.take_slot("flushed", 2, "before", now)
-        url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
-        admin = redis.asyncio.Redis.from_url(url)
+        admin = redis.asyncio.Redis.from_url(redis_url())
         await admin.script_flush()  # as a restart would
         await admin.aclose()
         second = await store.take_slot("flushed", 2, "after", now)
@@ -139,21 +137,23 @@ def test_a_burst_of_redis_calls_opens_connections_without_reading_metadata_each(
     """redis-py reads its version from package metadata for each connection it opens,
     unless told it: ~0.9 ms of the event loop's CPU per connection in a burst."""
     reads: list[str] = []
-    read_version = redis.utils.get_lib_version
-    monkeypatch.setattr(
-        redis.utils, "get_lib_version", lambda: reads.append("read") or read_version()
-    )
+    read_version: Callable[[], str] = redis.utils.get_lib_version
+
+    def counted_read() -> str:
+        reads.append("read")
+        return read_version()
+
+    monkeypatch.setattr(redis.utils, "get_lib_version", counted_read)
     store = make_store("redis")
-    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
     async def run() -> int:
-        admin = redis.asyncio.Redis.from_url(url, driver_info=None)
+        admin = redis.asyncio.Redis.from_url(redis_url(), driver_info=None)
         before = (await admin.info("stats"))["total_connections_received"]
         now = 7_000_000.0
         await asyncio.gather(*(store.take_slot(f"burst-{n}", 1, "h", now) for n in range(20)))
         opened = (await admin.info("stats"))["total_connections_received"] - before
         await admin.aclose()
-        return opened
+        return int(opened)
 
     assert asyncio.run(run()) >= 10  # the burst grew the pool (other tests may add their own)
     assert reads == []
